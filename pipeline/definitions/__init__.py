@@ -1,0 +1,3 @@
+"""Group bodies (POST v3/targetGroups JSON) -> typed, validated definitions."""
+
+from __future__ import annotations

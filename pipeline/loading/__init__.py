@@ -1,0 +1,3 @@
+"""loading."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""rewards."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""scoring."""
+
+from __future__ import annotations
