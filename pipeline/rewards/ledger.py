@@ -1,0 +1,186 @@
+"""The reward ledger (SPEC §9): issue once, revoke explicitly, re-issue what is earned again.
+
+A reward's id is derived from its identity, so the same fact always gets the same id whatever run
+finds it; the diff between what a run earned and what the ledger holds is then a pair of anti-joins.
+The diff is pure (frames in, frames out) so it is tested without a database; `apply` writes it.
+
+Example::
+
+    earned = with_reward_ids(result.rewards)
+    change = diff(earned, read_ledger(con))      # what to issue, what to revoke
+    apply(con, change, run_id="r1", at=now)      # inside the run's transaction
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+ISSUED = "ISSUED"
+REVOKED = "REVOKED"
+STREAK_LEVEL = "STREAK_LEVEL_ACHIEVED"
+
+# The columns of an award or revocation line (SPEC §9), in file order.
+REWARD_COLUMNS = (
+    "reward_id",
+    "kind",
+    "group_id",
+    "group_name",
+    "name",
+    "customer_id",
+    "period_index",
+    "ref_code",
+    "window_start",
+    "window_end",
+    "value",
+    "target_value",
+    "achieved_at",
+)
+LEDGER_COLUMNS = (*REWARD_COLUMNS, "status", "issued_run_id", "revoked_run_id")
+
+# The order of lines in a file: readable, and the same from run to run.
+SORT_COLUMNS = ("group_name", "kind", "name", "customer_id", "period_index", "reward_id")
+
+_SEP = "\x1f"  # unit separator: cannot occur in names typed by people
+
+
+def reward_id(kind: str, group_name: str, name: str, customer_id: object, window_key: str) -> str:
+    """The id of a reward identity: 32 hex digits of a SHA-256.
+
+    The group name is trimmed and case-folded because SPEC §13 matches group names that way; a
+    streak level's window key is empty (see `window_key`).
+
+    >>> reward_id("TARGET_ACHIEVED", "Spend 100", "spend", 42, "NOV") == reward_id(
+    ...     "TARGET_ACHIEVED", " spend 100", "spend", "42", "NOV")
+    True
+    """
+    text = _SEP.join(
+        (kind, group_name.strip().casefold(), name.strip(), str(customer_id), window_key)
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def window_key(kind: str, ref_code: str | None, period_index: int | None) -> str:
+    """refCode, else the period or cycle number as text; empty for a streak level.
+
+    A level is awarded once per customer and group (SPEC §8), so the window in which it was
+    reached is not part of its identity: a late return that moves the reaching window must not
+    revoke one level and issue "another".
+    """
+    if kind == STREAK_LEVEL:
+        return ""
+    if ref_code is not None:
+        return ref_code
+    return "" if period_index is None else str(period_index)
+
+
+def with_reward_ids(earned: pl.DataFrame) -> pl.DataFrame:
+    """`earned` (ScoreResult.rewards) with a `reward_id` column, one row per id, in file order."""
+    if earned.is_empty():
+        return earned.with_columns(reward_id=pl.lit(None, dtype=pl.String)).select(REWARD_COLUMNS)
+    rows = earned.select("kind", "group_name", "name", "customer_id", "ref_code", "period_index")
+    ids = [
+        reward_id(kind, group, name, customer, window_key(kind, ref, index))
+        for kind, group, name, customer, ref, index in rows.iter_rows()
+    ]
+    out = earned.with_columns(reward_id=pl.Series(ids, dtype=pl.String)).select(REWARD_COLUMNS)
+    # The engine yields each fact once; if it ever did not, keep the earliest achievement.
+    return (
+        out.sort("achieved_at", nulls_last=True)
+        .unique("reward_id", keep="first", maintain_order=True)
+        .sort(SORT_COLUMNS, nulls_last=True)
+    )
+
+
+@dataclass(frozen=True)
+class LedgerDiff:
+    """What a run changes in the ledger: lines for the `awards` and `revocations` files."""
+
+    awards: pl.DataFrame  # REWARD_COLUMNS: earned and not standing
+    revocations: pl.DataFrame  # REWARD_COLUMNS: standing and no longer earned
+
+
+def diff(earned: pl.DataFrame, ledger: pl.DataFrame) -> LedgerDiff:
+    """Compare earned rewards with the ledger rows of the same scope.
+
+    Args:
+        earned: `with_reward_ids` output, only the groups and windows the run scored.
+        ledger: ledger rows (LEDGER_COLUMNS) of exactly that scope.
+
+    Earned and not ISSUED (new, or REVOKED before) -> award; ISSUED and not earned -> revocation;
+    ISSUED and earned -> nothing: a standing reward is never issued twice nor rewritten.
+    """
+    standing = ledger.filter(pl.col("status") == ISSUED).select("reward_id")
+    awards = earned.join(standing, on="reward_id", how="anti", maintain_order="left")
+    revocations = (
+        ledger.filter(pl.col("status") == ISSUED)
+        .join(earned.select("reward_id"), on="reward_id", how="anti")
+        .select(REWARD_COLUMNS)
+        .sort(SORT_COLUMNS, nulls_last=True)
+    )
+    return LedgerDiff(awards=awards.select(REWARD_COLUMNS), revocations=revocations)
+
+
+def read_ledger(con: duckdb.DuckDBPyConnection, group_ids: list[int] | None = None) -> pl.DataFrame:
+    """Ledger rows, of the given groups only when `group_ids` is not None."""
+    cols = ", ".join(LEDGER_COLUMNS)
+    if group_ids is None:
+        return con.sql(f"SELECT {cols} FROM rewards").pl()
+    return con.sql(
+        f"SELECT {cols} FROM rewards WHERE list_contains($ids, group_id)",
+        params={"ids": [int(g) for g in group_ids]},
+    ).pl()
+
+
+def apply(con: duckdb.DuckDBPyConnection, change: LedgerDiff, *, run_id: str, at: datetime) -> None:
+    """Write `change` to the ledger and its audit log; the caller owns the transaction.
+
+    An award of a REVOKED reward replaces that row (status ISSUED, the new run, the values it was
+    earned with this time, `revoked_run_id` cleared); `reward_events` keeps the history.
+    """
+    if change.awards.height:
+        con.register("_awards", change.awards)
+        try:
+            con.execute(
+                "INSERT INTO rewards BY NAME "
+                "SELECT *, 'ISSUED' AS status, $run AS issued_run_id, "
+                "NULL::VARCHAR AS revoked_run_id FROM _awards "
+                "ON CONFLICT (reward_id) DO UPDATE SET "
+                "kind = excluded.kind, group_id = excluded.group_id, "
+                "group_name = excluded.group_name, name = excluded.name, "
+                "customer_id = excluded.customer_id, period_index = excluded.period_index, "
+                "ref_code = excluded.ref_code, window_start = excluded.window_start, "
+                "window_end = excluded.window_end, value = excluded.value, "
+                "target_value = excluded.target_value, achieved_at = excluded.achieved_at, "
+                "status = 'ISSUED', issued_run_id = excluded.issued_run_id, "
+                "revoked_run_id = NULL",
+                {"run": run_id},
+            )
+            _log(con, "_awards", ISSUED, run_id, at)
+        finally:
+            con.unregister("_awards")
+    if change.revocations.height:
+        con.register("_revocations", change.revocations)
+        try:
+            con.execute(
+                "UPDATE rewards SET status = 'REVOKED', revoked_run_id = $run "
+                "WHERE reward_id IN (SELECT reward_id FROM _revocations)",
+                {"run": run_id},
+            )
+            _log(con, "_revocations", REVOKED, run_id, at)
+        finally:
+            con.unregister("_revocations")
+
+
+def _log(
+    con: duckdb.DuckDBPyConnection, frame: str, action: str, run_id: str, at: datetime
+) -> None:
+    con.execute(
+        f"INSERT INTO reward_events (run_id, reward_id, action, event_at) "
+        f"SELECT $run, reward_id, $action, $at FROM {frame}",
+        {"run": run_id, "action": action, "at": at},
+    )
