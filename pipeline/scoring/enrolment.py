@@ -1,0 +1,115 @@
+"""Who is scored and with which target values (SPEC §5 target value, §7, §13 lookup order).
+
+IMPORT groups score the customers with an `enrolments` row for the group; TRANSACTION groups score
+every customer with a counted record (decided later, in the engine). In both, enrolment rows carry
+target values and opening balances, looked up (target, window) -> (target, any window) ->
+(any target, window) -> (any target, any window) -> the target's `defaultValues`.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.definitions.model import EnrolmentMethod, Target
+from pipeline.scoring.context import DEC, UTC_TS, GroupContext
+
+_NORM = pl.col  # alias for readability below
+
+
+def _norm(expr: pl.Expr) -> pl.Expr:
+    return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
+
+
+def enrolment_rows(ctx: GroupContext) -> pl.LazyFrame:
+    """The group's enrolment rows (group name matched trimmed and case-insensitively)."""
+    e = ctx.source("enrolments")
+    cols = e.collect_schema().names()
+
+    def opt(name: str, dtype: pl.DataType) -> pl.Expr:
+        return (pl.col(name) if name in cols else pl.lit(None)).cast(dtype).alias(name)
+
+    return e.filter(_norm(pl.col("group_name")) == ctx.group.name.strip().lower()).select(
+        pl.col("customer_id").alias("_cust"),
+        _norm(opt("target_name", pl.String)).alias("_target"),
+        opt("period_ref", pl.String),
+        opt("target_value", DEC),
+        opt("initial_balance", DEC),
+        opt("enrolled_at", UTC_TS),
+        opt("unenrolled_at", UTC_TS),
+    )
+
+
+def customers(ctx: GroupContext) -> pl.LazyFrame:
+    """One row per enrolled IMPORT customer: earliest `enrolled_at`, latest `unenrolled_at`."""
+    return (
+        enrolment_rows(ctx)
+        .group_by("_cust")
+        .agg(pl.col("enrolled_at").min(), pl.col("unenrolled_at").max())
+    )
+
+
+def is_import(ctx: GroupContext) -> bool:
+    return ctx.group.enrolment_method is EnrolmentMethod.IMPORT
+
+
+def restrict_to_enrolment(records: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
+    """IMPORT: keep enrolled customers' records up to `unenrolled_at` (and from `enrolled_at`
+    when `enrolment.track_from_enrolment`)."""
+    if not is_import(ctx):
+        return records
+    out = records.join(customers(ctx), on="_cust", how="inner").filter(
+        pl.col("unenrolled_at").is_null() | (pl.col("_ts") <= pl.col("unenrolled_at"))
+    )
+    if ctx.config.track_from_enrolment:
+        out = out.filter(pl.col("enrolled_at").is_null() | (pl.col("_ts") >= pl.col("enrolled_at")))
+    return out.drop("enrolled_at", "unenrolled_at")
+
+
+def attach_target_values(base: pl.LazyFrame, ctx: GroupContext, target: Target) -> pl.LazyFrame:
+    """Add `target_value` and `_balance_any` (the looked-up initial balance, before deciding which
+    window it goes to) to rows keyed by `_cust`, `_win`, `ref_code`."""
+    rows = enrolment_rows(ctx)
+    name = target.name.strip().lower()
+    levels = [
+        (pl.col("_target") == name, True),
+        (pl.col("_target") == name, False),
+        (pl.col("_target").is_null(), True),
+        (pl.col("_target").is_null(), False),
+    ]
+    out = base
+    tv_cols, bal_cols = [], []
+    for i, (target_match, by_window) in enumerate(levels):
+        sel = rows.filter(target_match)
+        sel = sel.filter(pl.col("period_ref").is_not_null() if by_window else pl.col("period_ref").is_null())
+        on = ["_cust", "period_ref"] if by_window else ["_cust"]
+        lookup = sel.group_by(on).agg(
+            pl.col("target_value").drop_nulls().first().alias(f"_tv{i}"),
+            pl.col("initial_balance").drop_nulls().first().alias(f"_ib{i}"),
+        )
+        if by_window:
+            # An enrolments period_ref matches a given refCode only (SPEC §13).
+            lookup = lookup.rename({"period_ref": "ref_code"})
+            out = out.join(lookup, on=["_cust", "ref_code"], how="left", nulls_equal=False)
+        else:
+            out = out.join(lookup, on="_cust", how="left")
+        tv_cols.append(f"_tv{i}")
+        bal_cols.append(f"_ib{i}")
+    if ctx.group.user_created:
+        default = pl.lit(None, dtype=DEC)  # user goals only: defaults never apply
+    else:
+        default = _default_values(target)
+    return out.with_columns(
+        pl.coalesce([*(pl.col(c) for c in tv_cols), default]).cast(DEC).alias("target_value"),
+        pl.coalesce([pl.col(c) for c in bal_cols]).cast(DEC).alias("_balance_any"),
+    ).drop(tv_cols + bal_cols)
+
+
+def _default_values(target: Target) -> pl.Expr:
+    """`defaultValues[k-1]`, the last one repeating (SPEC §5)."""
+    values = target.default_values
+    if not values:
+        return pl.lit(None, dtype=DEC)
+    expr = pl.lit(str(values[-1])).cast(DEC)
+    for k in range(len(values) - 1, 0, -1):
+        expr = pl.when(pl.col("_win") == k).then(pl.lit(str(values[k - 1])).cast(DEC)).otherwise(expr)
+    return expr

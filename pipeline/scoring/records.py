@@ -1,0 +1,333 @@
+"""The records a target measures, with its rule and store filters evaluated (SPEC §4, §6.1).
+
+For each target this builds two lazy frames in the shared working-column convention
+(`pipeline.scoring.context`):
+
+- regular records: ``_cust, _ts, _k1, _k2, _bill, _pass, _attr`` where ``_pass`` is "rule true and
+  every store filter passes" and ``_attr`` the measured attribute (null for COUNT/VISIT);
+- returns (only for SALES/GROSS_SALES/QUANTITY of TRANSACTION/LINEITEM targets):
+  ``_cust, _ts, _k1, _k2, _parent, _pass, _red`` where ``_red`` is the positive amount it takes
+  away and ``_parent`` the original bill's id when that bill is known.
+
+Rules are compiled once per target by `pipeline.rules.compile`; a column the rule needs that no
+export provides raises `MissingAttributeError` so that only this group fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from pipeline.definitions.model import RETURNABLE_TYPES, Target, TargetEntity, TargetType
+from pipeline.errors import MissingAttributeError
+from pipeline.rules.compile import compile_rule
+from pipeline.scoring.context import DEC, UTC_TS, GroupContext
+
+STORE = "__store__"
+TXN = "__txn__"
+_EMPTY_ATTR = pl.lit(None, dtype=DEC)
+
+
+def _ts(col: str) -> pl.Expr:
+    return pl.col(col).cast(UTC_TS)
+
+
+def _stores(ctx: GroupContext) -> pl.LazyFrame:
+    s = ctx.source("stores")
+    names = s.collect_schema().names()
+    return s.select(pl.col(c).alias(STORE + c) for c in names).with_columns(
+        pl.col(STORE + "store_id").cast(pl.String)
+    )
+
+
+def _with_store(frame: pl.LazyFrame, ctx: GroupContext, store_col: str = "store_id") -> pl.LazyFrame:
+    if store_col not in frame.collect_schema().names():
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(store_col))
+    frame = frame.with_columns(pl.col(store_col).cast(pl.String))
+    # currentStore.id and the STORE filter are the record's own store id, known or not.
+    return frame.join(_stores(ctx), left_on=store_col, right_on=STORE + "store_id", how="left",
+                      coalesce=False).with_columns(pl.col(store_col).alias(STORE + "store_id"))
+
+
+def _txn_type() -> pl.Expr:
+    return pl.col("type").cast(pl.String).str.to_uppercase().fill_null("REGULAR")
+
+
+def _transactions(ctx: GroupContext) -> pl.LazyFrame:
+    t = ctx.source("transactions")
+    cols = t.collect_schema().names()
+    if "type" not in cols:
+        t = t.with_columns(pl.lit("REGULAR").alias("type"))
+    if "parent_txn_id" not in cols:
+        t = t.with_columns(pl.lit(None, dtype=pl.String).alias("parent_txn_id"))
+    for c in ("gross_amount", "discount", "qty"):
+        if c not in cols:
+            t = t.with_columns(pl.lit(None, dtype=DEC).alias(c))
+    return t.with_columns(
+        pl.col("txn_id").cast(pl.String),
+        pl.col("parent_txn_id").cast(pl.String),
+        pl.coalesce(pl.col("gross_amount"), pl.col("amount")).alias("gross_amount"),
+        _txn_type().alias("type"),
+    )
+
+
+def _line_qty_per_bill(ctx: GroupContext) -> pl.LazyFrame:
+    return (
+        ctx.source("line_items")
+        .group_by(pl.col("txn_id").cast(pl.String))
+        .agg(pl.col("qty").abs().cast(DEC).sum().alias("__line_qty"))
+    )
+
+
+class Resolver:
+    """Maps (namespace, column) of a rule to a column of the record frame."""
+
+    def __init__(self, ctx: GroupContext, target: Target, spaces: dict[str, tuple[str, set[str]]]):
+        self.ctx = ctx
+        self.target = target
+        self.spaces = spaces  # namespace -> (column prefix, available columns)
+
+    def __call__(self, namespace: str, column: str) -> pl.Expr:
+        space = self.spaces.get(namespace)
+        if space is not None and column in space[1]:
+            return pl.col(space[0] + column)
+        raise MissingAttributeError(
+            f"group {self.ctx.group.name!r}, target {self.target.name!r}: rule attribute "
+            f"{namespace}.{column} is not provided by any loaded column; load an export with a "
+            f"`{column}` column or change the rule"
+        )
+
+
+def _spaces(ctx: GroupContext, frame: pl.LazyFrame, **prefixes: str) -> dict[str, tuple[str, set[str]]]:
+    """Which columns each namespace can see: unprefixed export columns, or a joined prefix."""
+    names = frame.collect_schema().names()
+    out: dict[str, tuple[str, set[str]]] = {}
+    for namespace, prefix in prefixes.items():
+        if prefix:
+            cols = {n[len(prefix):] for n in names if n.startswith(prefix)}
+        else:
+            cols = {n for n in names if not n.startswith("_")}
+        out[namespace] = (prefix, cols)
+    return out
+
+
+def _filters(target: Target) -> pl.Expr:
+    """Every STORE/ZONE/CONCEPT filter passes; a record with no store fails (SPEC §6.1, §13)."""
+    expr = pl.lit(True)
+    for f in target.filters:
+        col = {"STORE": "store_id", "ZONE": "zone_id", "CONCEPT": "concept_id"}[f.entity_type]
+        value = pl.col(STORE + col).cast(pl.String)
+        expr = expr & value.is_in(list(f.ids)).fill_null(False)
+    return expr
+
+
+def _pass(ctx: GroupContext, target: Target, frame: pl.LazyFrame,
+          resolver: Callable[[str, str], pl.Expr], *, with_filters: bool = True) -> pl.Expr:
+    rule = compile_rule(target.rule, resolver, ctx.tz).fill_null(False)
+    return (rule & _filters(target)) if with_filters else rule
+
+
+def _txn_attr(target: Target, returns: bool) -> pl.Expr:
+    t = target.type
+    if t is TargetType.SALES:
+        e = pl.col("amount")
+    elif t is TargetType.GROSS_SALES:
+        e = pl.col("gross_amount")
+    elif t is TargetType.QUANTITY:
+        qty = pl.col("qty").abs() if returns else pl.col("qty")
+        e = pl.coalesce(qty, pl.col("__line_qty"), *( [pl.lit(0)] if returns else []))
+    elif t is TargetType.EXTENDED_FIELD and target.extended_field:
+        e = pl.col(target.extended_field.name)
+    else:
+        return _EMPTY_ATTR
+    e = e.cast(DEC)
+    return e.abs() if returns else e
+
+
+def _attr_or_missing(ctx: GroupContext, target: Target, frame: pl.LazyFrame, expr: pl.Expr,
+                     column: str | None) -> pl.Expr:
+    if column is not None and column not in frame.collect_schema().names():
+        raise MissingAttributeError(
+            f"group {ctx.group.name!r}, target {target.name!r}: attribute {column!r} "
+            "(extendedFieldInfo.name) is not provided by any loaded column"
+        )
+    return expr
+
+
+def _ext_name(target: Target) -> str | None:
+    if target.type in (TargetType.EXTENDED_FIELD, TargetType.EVENT_ATTRIBUTE) and target.extended_field:
+        return target.extended_field.name
+    return None
+
+
+def _measure_attr(target: Target, attr: pl.Expr) -> pl.Expr:
+    """COUNT of an extended field counts its non-null values (SPEC §6.1)."""
+    ext = target.extended_field
+    if ext is not None and ext.aggregate_function.upper() == "COUNT" and ext.aggregate_window is None:
+        return pl.when(attr.is_not_null()).then(pl.lit(1)).otherwise(pl.lit(0)).cast(DEC)
+    return attr
+
+
+def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
+    """The records of the target's entity that can count, with `_pass` and `_attr`."""
+    entity = target.entity
+    if entity is TargetEntity.TRANSACTION or (
+        entity is TargetEntity.EVENT and (target.event_name or "").lower() in ("transactionadd", "returnbill")
+    ):
+        want = "RETURN" if (target.event_name or "").lower() == "returnbill" and entity is TargetEntity.EVENT else "REGULAR"
+        t = _transactions(ctx).filter(pl.col("type") == want)
+        if target.type is TargetType.QUANTITY:
+            t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
+        if entity is TargetEntity.EVENT:
+            t = t.with_columns(pl.lit(target.event_name).alias("event_name"),
+                               pl.col("txn_time").alias("event_time"))
+        frame = _with_store(t, ctx)
+        spaces = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
+        if entity is TargetEntity.EVENT:
+            spaces["currentEvent"] = spaces["currentTxn"]
+        resolver = Resolver(ctx, target, spaces)
+        ext = _ext_name(target)
+        attr = _attr_or_missing(ctx, target, frame, _txn_attr(target, False) if ext is None or entity is TargetEntity.TRANSACTION else pl.col(ext).cast(DEC, strict=False), ext)
+        return frame.select(
+            pl.col("customer_id").alias("_cust"),
+            _ts("txn_time").alias("_ts"),
+            pl.col("txn_id").alias("_k1"),
+            pl.lit(0, dtype=pl.Int64).alias("_k2"),
+            pl.col("txn_id").alias("_bill"),
+            _pass(ctx, target, frame, resolver).alias("_pass"),
+            _measure_attr(target, attr).alias("_attr"),
+        )
+    if entity is TargetEntity.LINEITEM:
+        frame = _line_frame(ctx, "REGULAR")
+        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN,
+                                                 currentStore=STORE))
+        attr = _line_attr(ctx, target, frame, returns=False)
+        return frame.select(
+            pl.col(TXN + "customer_id").alias("_cust"),
+            _ts(TXN + "txn_time").alias("_ts"),
+            pl.col("txn_id").alias("_k1"),
+            pl.col("line_no").cast(pl.Int64).alias("_k2"),
+            pl.col("txn_id").alias("_bill"),
+            _pass(ctx, target, frame, resolver).alias("_pass"),
+            _measure_attr(target, attr).alias("_attr"),
+        )
+    if entity is TargetEntity.EVENT:
+        e = ctx.source("events").filter(pl.col("event_name") == target.event_name)
+        frame = _with_store(e, ctx)
+        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentEvent="", currentStore=STORE))
+        ext = _ext_name(target)
+        attr = (_attr_or_missing(ctx, target, frame, pl.col(ext), ext).cast(DEC, strict=False)
+                if ext else _EMPTY_ATTR)
+        return frame.select(
+            pl.col("customer_id").alias("_cust"),
+            _ts("event_time").alias("_ts"),
+            pl.col("event_id").cast(pl.String).alias("_k1"),
+            pl.lit(0, dtype=pl.Int64).alias("_k2"),
+            pl.col("event_id").cast(pl.String).alias("_bill"),
+            _pass(ctx, target, frame, resolver).alias("_pass"),
+            _measure_attr(target, attr).alias("_attr"),
+        )
+    # REWARDS: points rows of the target's points type.
+    p = ctx.source("points")
+    kind = {TargetType.REGULAR_POINTS: "REGULAR", TargetType.PROMOTIONAL_POINTS: "PROMOTIONAL"}.get(target.type)
+    if kind is not None:
+        p = p.filter(pl.col("points_type").cast(pl.String).str.to_uppercase() == kind)
+    frame = _with_store(p, ctx)
+    own = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
+    resolver = Resolver(ctx, target, {**own, "currentEvent": own["currentTxn"], "currentLineItem": own["currentTxn"]})
+    return frame.select(
+        pl.col("customer_id").alias("_cust"),
+        _ts("awarded_at").alias("_ts"),
+        pl.col("points_id").cast(pl.String).alias("_k1"),
+        pl.lit(0, dtype=pl.Int64).alias("_k2"),
+        pl.col("points_id").cast(pl.String).alias("_bill"),
+        _pass(ctx, target, frame, resolver).alias("_pass"),
+        pl.col("points").cast(DEC).alias("_attr"),
+    )
+
+
+def _line_frame(ctx: GroupContext, txn_type: str) -> pl.LazyFrame:
+    t = _transactions(ctx).filter(pl.col("type") == txn_type)
+    t = t.select(pl.col(c).alias(TXN + c) for c in t.collect_schema().names())
+    li = ctx.source("line_items").with_columns(pl.col("txn_id").cast(pl.String))
+    frame = li.join(t, left_on="txn_id", right_on=TXN + "txn_id", how="inner", coalesce=False)
+    return _with_store(frame, ctx, TXN + "store_id")
+
+
+def _line_attr(ctx: GroupContext, target: Target, frame: pl.LazyFrame, *, returns: bool) -> pl.Expr:
+    t = target.type
+    names = frame.collect_schema().names()
+    if t is TargetType.SALES:
+        e = pl.col("amount")
+    elif t is TargetType.GROSS_SALES:
+        e = pl.coalesce(pl.col("value"), pl.col("amount")) if "value" in names else pl.col("amount")
+    elif t is TargetType.QUANTITY:
+        e = pl.col("qty")
+    elif t is TargetType.EXTENDED_FIELD and target.extended_field:
+        name = target.extended_field.name
+        # The line's column, else its transaction's (SPEC §13).
+        if name in names:
+            e = pl.col(name)
+        elif TXN + name in names:
+            e = pl.col(TXN + name)
+        else:
+            raise MissingAttributeError(
+                f"group {ctx.group.name!r}, target {target.name!r}: attribute {name!r} "
+                "(extendedFieldInfo.name) is not provided by any loaded column"
+            )
+    else:
+        return _EMPTY_ATTR
+    e = e.cast(DEC, strict=False)
+    return e.abs() if returns else e
+
+
+def has_returns(ctx: GroupContext, target: Target) -> bool:
+    return (
+        ctx.config.returns_mode != "ignore"
+        and target.entity in (TargetEntity.TRANSACTION, TargetEntity.LINEITEM)
+        and target.type in RETURNABLE_TYPES
+    )
+
+
+def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
+    """Return transactions (TRANSACTION) or returned lines (LINEITEM) with what they take away.
+
+    ``_parent`` is set only when the original bill is a known regular transaction; ``_pass`` is
+    the rule and filters applied to the return itself (used only without a known parent).
+    """
+    regular_ids = _transactions(ctx).filter(pl.col("type") == "REGULAR").select(
+        pl.col("txn_id").alias("_known"))
+    if target.entity is TargetEntity.TRANSACTION:
+        t = _transactions(ctx).filter(pl.col("type") == "RETURN")
+        if target.type is TargetType.QUANTITY:
+            t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
+        frame = _with_store(t, ctx)
+        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentTxn="", currentStore=STORE))
+        out = frame.select(
+            pl.col("customer_id").alias("_cust"),
+            _ts("txn_time").alias("_ts"),
+            pl.col("txn_id").alias("_k1"),
+            pl.lit(0, dtype=pl.Int64).alias("_k2"),
+            pl.col("parent_txn_id").alias("_p"),
+            _pass(ctx, target, frame, resolver).alias("_pass"),
+            _txn_attr(target, True).fill_null(0).alias("_red"),
+        )
+    else:
+        frame = _line_frame(ctx, "RETURN")
+        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN,
+                                                 currentStore=STORE))
+        out = frame.select(
+            pl.col(TXN + "customer_id").alias("_cust"),
+            _ts(TXN + "txn_time").alias("_ts"),
+            pl.col("txn_id").alias("_k1"),
+            pl.col("line_no").cast(pl.Int64).alias("_k2"),
+            pl.col(TXN + "parent_txn_id").alias("_p"),
+            _pass(ctx, target, frame, resolver, with_filters=False).alias("_rule"),
+            _pass(ctx, target, frame, resolver).alias("_pass"),
+            _line_attr(ctx, target, frame, returns=True).fill_null(0).alias("_red"),
+        )
+    out = out.join(regular_ids, left_on="_p", right_on="_known", how="left", coalesce=False)
+    return out.with_columns(
+        pl.when(pl.col("_known").is_not_null()).then(pl.col("_p")).alias("_parent")
+    ).drop("_p", "_known")

@@ -1,0 +1,57 @@
+"""Returns (SPEC §6.2, §6.3, §13 "Returns and parents"): which window a return reduces.
+
+- A return with a known parent counts exactly when that bill counted for the target (LINEITEM: the
+  bill had a counted line and the returned line passes the rule); without a known parent the rule
+  and filters are applied to the return itself.
+- `original`: the window of the parent bill (parentless: the window of the return's own date).
+- `carry`: the customer's next window after the one holding the return's own date (a date between
+  windows goes to the first window starting after it); no such window started by D: no effect yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from pipeline.definitions.model import TargetEntity
+from pipeline.scoring.context import GroupContext
+
+Assign = Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+def placed_returns(
+    ctx: GroupContext,
+    entity: TargetEntity,
+    returns: pl.LazyFrame,
+    counted_bills: pl.LazyFrame,
+    assign_own: Assign,
+    assign_next: Assign,
+) -> pl.LazyFrame:
+    """Returns with their window ``_win`` and ``_contrib`` = minus what they take away.
+
+    Args:
+        returns: from `records.return_records`, already limited to D and enrolment, with ``_date``.
+        counted_bills: ``_bill, _win`` of the regular bills that counted for this target.
+        assign_own: puts records into the window holding their ``_date``.
+        assign_next: puts records into the first window starting after their ``_date``.
+    """
+    mode = ctx.config.returns_mode
+    known = returns.filter(pl.col("_parent").is_not_null())
+    if entity is TargetEntity.LINEITEM:
+        known = known.filter(pl.col("_rule"))
+    bills = counted_bills.select(pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin")).unique()
+    known = known.join(bills, on="_parent", how="inner")
+    parentless = returns.filter(pl.col("_parent").is_null() & pl.col("_pass"))
+    cols = ["_cust", "_win", "_ts", "_k1", "_k2", "_contrib"]
+    if mode == "original":
+        known = known.with_columns(pl.col("_pwin").alias("_win"))
+        parentless = assign_own(parentless)
+    else:  # carry
+        known = assign_next(known.drop("_pwin"))
+        parentless = assign_next(parentless)
+    contrib = (-pl.col("_red")).alias("_contrib")
+    return pl.concat(
+        [known.with_columns(contrib).select(cols), parentless.with_columns(contrib).select(cols)],
+        how="vertical_relaxed",
+    )

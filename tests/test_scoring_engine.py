@@ -1,0 +1,138 @@
+"""Engine golden cases, hand-computed, one per SPEC rule (§5-§8, §13)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal as D
+
+import polars as pl
+import pytest
+
+from pipeline.config import Config
+from pipeline.definitions import model as m
+from tests.engine_helpers import gt, group, periods, ret, rows, run, target, ts, txn
+
+STREAK_SEED = group(
+    "streakTestt123",
+    kind="STREAK",
+    targets=(
+        target(10, "streakTestt123", rule=gt("amount", "500"), values=("500", "1000"),
+               filters=(m.StoreFilter("STORE", ("50679757", "50679770")),)),
+    ),
+    periods=periods(("2023-11-17", "2023-11-17", "period44"), ("2023-11-18", "2023-11-20", "period45")),
+    streak_levels=(m.StreakLevel(1, "streakTestt193", 1), m.StreakLevel(2, "streakTestt123", 2)),
+)
+SEED_TXNS = [
+    txn("t1", 1, "2023-11-17T10:00:00", "600", "50679757"),
+    txn("t2", 1, "2023-11-19T10:00:00", "700", "50679770"),
+    txn("t3", 1, "2023-11-20T10:00:00", "400", "50679770"),  # rule false
+    txn("t4", 2, "2023-11-17T09:00:00", "300", "50679757"),  # rule false
+    txn("t5", 2, "2023-11-17T11:00:00", "800", "999"),  # store filter fails
+    txn("t6", 2, "2023-11-18T12:00:00", "1200", "50679770"),
+    txn("t7", 2, "2023-11-19T12:00:00", "600", "50679770"),
+    txn("t8", 3, "2023-11-19T12:00:00", "100", "50679770"),  # never counts: not enrolled
+]
+
+
+def test_streak_seed_golden_values_and_filters():
+    res = run([STREAK_SEED], "2023-11-20", transactions=SEED_TXNS)
+    tp = res.tables["target_progress"]
+    assert rows(tp, "customer_id", "period_index", "ref_code", "status", "value", "achieved") == [
+        (1, 1, "period44", "ENDED", D("600"), True),
+        (1, 2, "period45", "ENDED", D("700"), False),
+        (2, 1, "period44", "ENDED", D("0"), False),
+        (2, 2, "period45", "ENDED", D("1800"), True),
+    ]
+    ach = tp.filter(pl.col("customer_id") == 2, pl.col("period_index") == 2)["achieved_at"][0]
+    assert ach == ts("2023-11-18T12:00:00")
+
+
+def test_transaction_enrolment_scores_only_customers_with_a_counted_record():
+    res = run([STREAK_SEED], "2023-11-20", transactions=SEED_TXNS)
+    assert set(res.tables["target_progress"]["customer_id"]) == {1, 2}
+
+
+def test_original_mode_late_return_unachieves_the_bill_window():
+    late = [*SEED_TXNS, ret("r1", 1, "2023-11-21T08:00:00", "-200", parent="t1", store="1")]
+    res = run([STREAK_SEED], "2023-11-21", transactions=late)
+    tp = res.tables["target_progress"]
+    row = tp.filter(pl.col("customer_id") == 1, pl.col("period_index") == 1)
+    assert row["value"][0] == D("400")
+    assert row["achieved"][0] is False
+    assert row["last_activity_at"][0] == ts("2023-11-21T08:00:00")
+
+
+def test_records_after_the_end_of_as_of_are_ignored():
+    res = run([STREAK_SEED], "2023-11-18", transactions=SEED_TXNS)
+    tp = res.tables["target_progress"]
+    assert rows(tp, "customer_id", "period_index", "status", "value") == [
+        (1, 1, "ENDED", D("600")),
+        (1, 2, "RUNNING", D("0")),
+        (2, 1, "ENDED", D("0")),
+        (2, 2, "RUNNING", D("1200")),
+    ]
+
+
+def test_carry_mode_return_in_same_window_reduces_next_window():
+    g = group(targets=(target(1, "spend", values=("100",)),),
+              periods=periods(("2024-01-01", "2024-01-31", "JAN"), ("2024-02-01", "2024-02-29", "FEB")))
+    data = [txn("a", 1, "2024-01-05T10:00:00", "150"), txn("b", 1, "2024-02-05T10:00:00", "120"),
+            ret("r", 1, "2024-01-20T10:00:00", "50", parent="a")]
+    res = run([g], "2024-02-29", Config(returns_mode="carry"), transactions=data)
+    assert rows(res.tables["target_progress"], "period_index", "value", "achieved") == [
+        (1, D("150"), True), (2, D("70"), False)]
+
+
+def test_ignore_mode_returns_change_nothing():
+    g = group(targets=(target(1, "spend", values=("100",)),),
+              periods=periods(("2024-01-01", "2024-01-31", "JAN")))
+    data = [txn("a", 1, "2024-01-05T10:00:00", "150"), ret("r", 1, "2024-01-20T10:00:00", "100", parent="a")]
+    res = run([g], "2024-01-31", Config(returns_mode="ignore"), transactions=data)
+    assert rows(res.tables["target_progress"], "value") == [(D("150"),)]
+
+
+def test_unified_any_two_of_three_achieved_at_second_achievement():
+    g = group(kind="UNIFIED", combination_type="ANY", combination_count=2, targets=(
+        target(1, "spend", values=("100",)),
+        target(2, "bills", ttype="COUNT", values=("2",)),
+        target(3, "visits", ttype="VISIT", values=("5",)),
+    ), periods=periods(("2024-01-01", "2024-01-31", "JAN")))
+    data = [txn("a", 1, "2024-01-05T10:00:00", "60"), txn("b", 1, "2024-01-06T10:00:00", "60")]
+    res = run([g], "2024-01-31", transactions=data)
+    pa = res.tables["period_achievements"]
+    assert rows(pa, "targets_achieved", "targets_total", "achieved") == [(2, 3, True)]
+    assert pa["achieved_at"][0] == ts("2024-01-06T10:00:00")
+    kinds = sorted(res.rewards["kind"].to_list())
+    assert kinds == ["TARGET_ACHIEVED", "TARGET_ACHIEVED", "UNIFIED_ACHIEVED"]
+
+
+def test_generated_cyclic_windows_start_at_first_qualifying_record():
+    g = group(evaluation="CYCLIC_WINDOW", frequency_type=m.FrequencyType.MONTHLY, frequency=1,
+              recurring_cycles=3, targets=(target(1, "spend", values=("100",)),))
+    data = [txn("a", 1, "2024-01-31T10:00:00", "100"), txn("b", 1, "2024-03-01T10:00:00", "30")]
+    res = run([g], "2024-03-15", transactions=data)
+    tp = res.tables["target_progress"]
+    assert rows(tp, "period_index", "window_start", "window_end", "status", "value") == [
+        (1, datetime(2024, 1, 31), datetime(2024, 2, 28, 23, 59, 59, 999999), "ENDED", D("100")),
+        (2, datetime(2024, 2, 29), datetime(2024, 3, 30, 23, 59, 59, 999999), "RUNNING", D("30")),
+    ]
+
+
+def test_period_agnostic_cycle_closes_at_reaching_record_without_carry_over():
+    g = group(evaluation="PERIOD_AGNOSTIC_WINDOW", targets=(target(1, "spend", values=("100",)),))
+    data = [txn("a", 1, "2024-01-01T10:00:00", "70"), txn("b", 1, "2024-01-02T10:00:00", "50"),
+            txn("c", 1, "2024-01-03T10:00:00", "20")]
+    res = run([g], "2024-01-31", transactions=data)
+    assert rows(res.tables["target_progress"], "period_index", "status", "value", "achieved") == [
+        (1, "ENDED", D("120"), True), (2, "RUNNING", D("20"), False)]
+
+
+@pytest.mark.parametrize("values, expected", [
+    pytest.param(("100", "200"), [D("100"), D("200"), D("200")], id="last default repeats"),
+])
+def test_default_values_last_one_repeats(values, expected):
+    g = group(targets=(target(1, "spend", values=values),), periods=periods(
+        ("2024-01-01", "2024-01-01", None), ("2024-01-02", "2024-01-02", None),
+        ("2024-01-03", "2024-01-03", None)))
+    res = run([g], "2024-01-03", transactions=[txn("a", 1, "2024-01-01T10:00:00", "1")])
+    assert res.tables["target_progress"].sort("period_index")["target_value"].to_list() == expected
