@@ -43,12 +43,26 @@ CREATE TABLE IF NOT EXISTS targets (
     event_name       VARCHAR,
     expression       VARCHAR,
     enrolment_method VARCHAR NOT NULL,
-    parent_target_id BIGINT                 -- the user target a _ReturnBill leg belongs to
+    parent_target_id BIGINT,                -- the user target a _ReturnBill leg belongs to
+    active           BOOLEAN NOT NULL DEFAULT true  -- inactive targets are kept but never scored
 );
 
+-- One row per streak level of a STREAK group (given in any order; the engine sorts by count).
 CREATE TABLE IF NOT EXISTS streak_levels (
     group_id                 BIGINT NOT NULL,
     streak_id                BIGINT PRIMARY KEY,
     name                     VARCHAR NOT NULL,
     target_count_of_sequence INTEGER NOT NULL
+);
+
+-- One row per target and default value as the envelope lists it: one per period for FIXED groups
+-- (the last given value repeating), else one per given value (cycle k uses value k, the last
+-- repeating). Keeps the ids of `defaultValues[].id` stable across `groups show`.
+CREATE TABLE IF NOT EXISTS target_default_values (
+    group_id      BIGINT NOT NULL,
+    target_id     BIGINT NOT NULL,          -- user target or _ReturnBill leg
+    value_index   INTEGER NOT NULL,         -- 1, 2, ...: the period or cycle number
+    value_id      BIGINT PRIMARY KEY,
+    period_id     BIGINT,                   -- null for CYCLIC and PERIOD_AGNOSTIC groups
+    default_value DECIMAL(38, 4) NOT NULL
 );
