@@ -44,7 +44,8 @@ STORES = 200
 
 def _uniform(seed: int, salt: int) -> pl.Expr:
     """A per-row pseudo-random float in [0, 1); floats only pick values, never hold money."""
-    return (pl.int_range(pl.len(), dtype=pl.Int64).hash(seed * 1_000 + salt) % 1_000_003) / 1_000_003
+    row = pl.int_range(pl.len(), dtype=pl.Int64)
+    return (row.hash(seed * 1_000 + salt) % 1_000_003) / 1_000_003
 
 
 def _cents(cents: pl.Expr) -> pl.Expr:
@@ -179,7 +180,9 @@ def _line_items(bills: pl.DataFrame, seed: int) -> pl.DataFrame:
         pl.lit(None, DEC).alias("rate"),
         _cents(cents).alias("value"),
         pl.lit(0, DEC).alias("discount"),
-        pl.lit(pl.Series(CATEGORIES)).gather((u(22) * len(CATEGORIES)).cast(pl.Int64)).alias("category"),
+        pl.lit(pl.Series(CATEGORIES))
+        .gather((u(22) * len(CATEGORIES)).cast(pl.Int64))
+        .alias("category"),
     )
 
 
@@ -237,8 +240,8 @@ def customer_slice(frames: Mapping[str, pl.DataFrame], every: int) -> dict[str, 
 
 def _months() -> tuple[m.Period, ...]:
     return tuple(
-        m.Period(index=k, start=date(2025, k, 1),
-                 end=(date(2025 + k // 12, k % 12 + 1, 1) - timedelta(days=1)), ref_code=f"M{k:02d}")
+        m.Period(index=k, start=date(2025, k, 1), ref_code=f"M{k:02d}",
+                 end=date(2025 + k // 12, k % 12 + 1, 1) - timedelta(days=1))
         for k in range(1, 13)
     )
 
@@ -412,7 +415,8 @@ def main() -> None:
           + ", ".join(f"{k} {v.height:,}" for k, v in frames.items()))
     benches = build_groups()
     if not capping_available():
-        print("note: pipeline.scoring.capping is missing; the CAPPING group is left out of both stages")
+        print("note: pipeline.scoring.capping is missing; the CAPPING group is left out of "
+              "both stages")
         benches = [b for b in benches if b.group.tracking_type is not m.TrackingType.CAPPING]
     groups = [b.group for b in benches]
 
@@ -433,7 +437,8 @@ def main() -> None:
             stages.append(Stage(f"  (alone) {g.name}", in_rows, stage.seconds))
     print(table(stages, floor_seconds))
     out_rows = {k: v.height for k, v in result.tables.items() if v.height}
-    print(f"outputs: {out_rows}, rewards {result.rewards.height:,}, failures {result.failures or 0}")
+    print(f"outputs: {out_rows}, rewards {result.rewards.height:,}, "
+          f"failures {result.failures or 0}")
     print(f"scoring/floor ratio: {score_stage.seconds / floor_seconds:.2f}")
 
 
