@@ -112,14 +112,18 @@ def _today(parsed: ParsedGroup) -> date:
     return today_in(ZoneInfo(parsed.zone))
 
 
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """The first row or None; fetchall, because duckdb 2.0 keeps a half-read result open."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
 def _name_key(name: str | None) -> str:
     return name.strip().lower() if name else ""
 
 
 def _next_id(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT nextval('definition_ids')").fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(_one(con, "SELECT nextval('definition_ids')")[0])
 
 
 def _insert(con: duckdb.DuckDBPyConnection, parsed: ParsedGroup, as_of: date) -> ParsedGroup:
@@ -222,10 +226,11 @@ def _write_rows(con: duckdb.DuckDBPyConnection, parsed: ParsedGroup, as_of: date
 
 
 def _find_by_name(con: duckdb.DuckDBPyConnection, key: str) -> int | None:
-    row = con.execute(
+    row = _one(
+        con,
         "SELECT group_id FROM target_groups WHERE lower(trim(name)) = ? ORDER BY group_id LIMIT 1",
         [key],
-    ).fetchone()
+    )
     return int(row[0]) if row else None
 
 
@@ -237,9 +242,9 @@ def find_group(con: duckdb.DuckDBPyConnection, ref: str) -> int:
     """
     gid = _find_by_name(con, _name_key(ref))
     if gid is None and ref.strip().isdigit():
-        row = con.execute(
-            "SELECT group_id FROM target_groups WHERE group_id = ?", [int(ref.strip())]
-        ).fetchone()
+        row = _one(
+            con, "SELECT group_id FROM target_groups WHERE group_id = ?", [int(ref.strip())]
+        )
         gid = int(row[0]) if row else None
     if gid is None:
         raise InputError(
@@ -279,9 +284,7 @@ def deactivate_group(con: duckdb.DuckDBPyConnection, ref: str) -> tuple[int, str
     taken (310069) so that rewards keep pointing at one programme.
     """
     gid = find_group(con, ref)
-    row = con.execute(
-        "SELECT name, active FROM target_groups WHERE group_id = ?", [gid]
-    ).fetchone()
+    row = _one(con, "SELECT name, active FROM target_groups WHERE group_id = ?", [gid])
     assert row is not None
     if row[1]:
         con.execute("UPDATE target_groups SET active = false WHERE group_id = ?", [gid])
@@ -316,8 +319,7 @@ def load_groups(
             if gid is None:
                 raise InputError(f"no registered group named {name.strip()!r}; see "
                                  "`milestones groups list`")
-            row = con.execute("SELECT active FROM target_groups WHERE group_id = ?",
-                              [gid]).fetchone()
+            row = _one(con, "SELECT active FROM target_groups WHERE group_id = ?", [gid])
             if not include_inactive and not (row and row[0]):
                 raise InputError(f"group {name.strip()!r} is deactivated; register it again "
                                  "under a new name to score it")
@@ -333,9 +335,9 @@ def load_groups(
 
 def _rehydrate(con: duckdb.DuckDBPyConnection, gid: int, config: Config) -> ParsedGroup:
     """A stored group: its body re-read by the parser, with the stored ids, periods and state."""
-    row = con.execute(
-        "SELECT name, active, definition FROM target_groups WHERE group_id = ?", [gid]
-    ).fetchone()
+    row = _one(
+        con, "SELECT name, active, definition FROM target_groups WHERE group_id = ?", [gid]
+    )
     if row is None:
         raise InputError(f"no registered group with id {gid}")
     name, active, definition = row
