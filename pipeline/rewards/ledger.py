@@ -45,6 +45,23 @@ LEDGER_COLUMNS = (*REWARD_COLUMNS, "status", "issued_run_id", "revoked_run_id")
 # The order of lines in a file: readable, and the same from run to run.
 SORT_COLUMNS = ("group_name", "kind", "name", "customer_id", "period_index", "reward_id")
 
+# Types of the reward columns; customer_id follows the loaded ids (BIGINT unless text was loaded).
+REWARD_SCHEMA: dict[str, pl.DataType] = {
+    "reward_id": pl.String(),
+    "kind": pl.String(),
+    "group_id": pl.Int64(),
+    "group_name": pl.String(),
+    "name": pl.String(),
+    "customer_id": pl.Int64(),
+    "period_index": pl.Int32(),
+    "ref_code": pl.String(),
+    "window_start": pl.Datetime("us"),
+    "window_end": pl.Datetime("us"),
+    "value": pl.Decimal(38, 4),
+    "target_value": pl.Decimal(38, 4),
+    "achieved_at": pl.Datetime("us", "UTC"),
+}
+
 _SEP = "\x1f"  # unit separator: cannot occur in names typed by people
 
 
@@ -81,7 +98,7 @@ def window_key(kind: str, ref_code: str | None, period_index: int | None) -> str
 def with_reward_ids(earned: pl.DataFrame) -> pl.DataFrame:
     """`earned` (ScoreResult.rewards) with a `reward_id` column, one row per id, in file order."""
     if earned.is_empty():
-        return earned.with_columns(reward_id=pl.lit(None, dtype=pl.String)).select(REWARD_COLUMNS)
+        return empty_rewards()
     rows = earned.select("kind", "group_name", "name", "customer_id", "ref_code", "period_index")
     ids = [
         reward_id(kind, group, name, customer, window_key(kind, ref, index))
@@ -94,6 +111,14 @@ def with_reward_ids(earned: pl.DataFrame) -> pl.DataFrame:
         .unique("reward_id", keep="first", maintain_order=True)
         .sort(SORT_COLUMNS, nulls_last=True)
     )
+
+
+def empty_rewards(customer_dtype: pl.DataType | None = None) -> pl.DataFrame:
+    """No rewards, with every column typed: an empty file still has its header."""
+    schema = dict(REWARD_SCHEMA)
+    if customer_dtype is not None:
+        schema["customer_id"] = customer_dtype
+    return pl.DataFrame(schema=schema)
 
 
 @dataclass(frozen=True)
@@ -122,7 +147,8 @@ def diff(earned: pl.DataFrame, ledger: pl.DataFrame) -> LedgerDiff:
         .select(REWARD_COLUMNS)
         .sort(SORT_COLUMNS, nulls_last=True)
     )
-    return LedgerDiff(awards=awards.select(REWARD_COLUMNS), revocations=revocations)
+    awards = awards.select(REWARD_COLUMNS).sort(SORT_COLUMNS, nulls_last=True)
+    return LedgerDiff(awards=awards, revocations=revocations)
 
 
 def read_ledger(con: duckdb.DuckDBPyConnection, group_ids: list[int] | None = None) -> pl.DataFrame:

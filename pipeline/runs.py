@@ -1,0 +1,644 @@
+"""A run from start to commit (SPEC §10): scope, scoring, ledger, files, atomically.
+
+The steps, numbered for fault injection (``MILESTONES_FAULT_AFTER_STEP=k`` ends the process with
+``os._exit(137)`` right after step k; ``MILESTONES_PAUSE_AFTER_STEP=k`` prints a line on stderr and
+waits for a line on stdin, so a test can hold the database without sleeping):
+
+1. open the database (DuckDB's file lock: a second run gets exit 4) and heal what a dead run left
+2. record the run as RUNNING (its own small commit, so a killed run shows in `runs`)
+3. read groups and sources
+4. score
+5. diff the earned rewards against the ledger
+6. write the run files to ``<out>/.<run_id>.tmp`` (fsynced, manifest last)
+7. BEGIN; replace the scoped rows of every output table
+8. update the ledger and its audit log
+9. finish the `runs` row, record the folder, COMMIT
+10. rename ``<out>/.<run_id>.tmp`` to ``<out>/<run_id>``
+
+Dying anywhere before the COMMIT of step 9 leaves tables, ledger and files as they were (the
+transaction dies with the process; the hidden folder is deleted by the next run). Dying between 9
+and 10 leaves a committed run whose folder is still hidden: the next run renames it (step 1), using
+`run_outputs` to find it whatever ``--out`` that run has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import duckdb
+import polars as pl
+
+from pipeline.config import OUTPUT_FORMATS, Config
+from pipeline.definitions.model import EvaluationType, Group, TrackingType
+from pipeline.errors import GroupsFailedError, InputError, UsageError
+from pipeline.rewards import files, ledger
+from pipeline.workspace import Workspace, quote_ident
+
+SOURCE_TABLES = ("transactions", "line_items", "events", "points", "stores", "enrolments")
+# Scored tables and whether they carry customer_id / period_index (what a scope can cut by).
+SCORED_TABLES: dict[str, tuple[bool, bool]] = {
+    "target_progress": (True, True),
+    "period_achievements": (True, True),
+    "streak_runs": (True, False),
+    "streak_progress": (True, False),
+    "capping": (True, True),
+    "capping_adjustments": (True, True),
+    "leaderboard": (True, True),
+}
+FAULT_ENV = "MILESTONES_FAULT_AFTER_STEP"
+PAUSE_ENV = "MILESTONES_PAUSE_AFTER_STEP"
+STEPS = (
+    "lock and heal",
+    "record start",
+    "read inputs",
+    "score",
+    "diff ledger",
+    "write files",
+    "replace outputs",
+    "update ledger",
+    "commit",
+    "publish files",
+)
+
+
+class ScoreResultLike(Protocol):
+    """What `pipeline.scoring.engine.score` returns (the lead's contract)."""
+
+    tables: dict[str, pl.DataFrame]
+    rewards: pl.DataFrame
+    failures: dict[str, str]
+    groups: list[str]
+
+
+ScoreFn = Callable[[Mapping[str, pl.LazyFrame], list[Group], date, Config], ScoreResultLike]
+LoadGroupsFn = Callable[..., list[Group]]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The options of `milestones run`; `validate` turns bad combinations into exit 2."""
+
+    as_of: date | None = None
+    from_date: date | None = None
+    to_date: date | None = None
+    groups: tuple[str, ...] = ()
+    out_dir: Path | None = None
+    fmt: str | None = None
+
+    def validate(self) -> None:
+        if self.as_of is not None and (self.from_date or self.to_date):
+            raise UsageError("give either --as-of D or --from A --to B, not both")
+        if (self.from_date is None) != (self.to_date is None):
+            raise UsageError("--from and --to go together: give both dates of the range")
+        if self.from_date and self.to_date and self.from_date > self.to_date:
+            raise UsageError(
+                f"--from {self.from_date} is after --to {self.to_date}; swap the dates"
+            )
+        if self.fmt is not None and self.fmt not in OUTPUT_FORMATS:
+            raise UsageError(f"--format {self.fmt!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run did; the CLI prints it and exits 3 when `failures` is not empty."""
+
+    run_id: str
+    status: str
+    as_of: date
+    from_date: date | None
+    to_date: date | None
+    groups: list[str]
+    awards: int
+    revocations: int
+    folder: Path
+    failures: dict[str, str] = field(default_factory=dict)
+    rows_out: dict[str, int] = field(default_factory=dict)
+    healed: list[str] = field(default_factory=list)
+
+    def raise_for_failures(self) -> None:
+        """`GroupsFailedError` (exit 3) naming every failed group, once the run is committed."""
+        if self.failures:
+            detail = "; ".join(f"{name}: {msg}" for name, msg in sorted(self.failures.items()))
+            raise GroupsFailedError(
+                f"run {self.run_id} finished but {len(self.failures)} group(s) failed and kept "
+                f"their previous results: {detail}. Fix them and rerun with --group NAME"
+            )
+
+
+def default_as_of(config: Config, now: datetime | None = None) -> date:
+    """Yesterday in `org.timezone`: the last day whose data is complete (SPEC §10)."""
+    now = now or datetime.now(UTC)
+    return now.astimezone(ZoneInfo(config.timezone)).date() - timedelta(days=1)
+
+
+def new_run_id(now: datetime) -> str:
+    """Sortable by start time, unique even for two runs in the same microsecond."""
+    return f"{now.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(2)}"
+
+
+def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, pl.LazyFrame]:
+    """The loaded exports as LazyFrames, read into memory so the run can write while it scores.
+
+    An export that was never loaded is an empty frame with no columns.
+    """
+    present = _tables(con)
+    out: dict[str, pl.LazyFrame] = {}
+    for name in SOURCE_TABLES:
+        if name in present:
+            table = con.sql(f"SELECT * FROM {quote_ident(name)}").to_arrow_table()
+            out[name] = pl.from_arrow(table).lazy()  # type: ignore[union-attr]
+        else:
+            out[name] = pl.LazyFrame()
+    return out
+
+
+# --------------------------------------------------------------------------------------- scope
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which windows a run replaces: those overlapping [start, end] (start None = all before).
+
+    A nightly run is [-inf, D] ("every window that has started by D"); ``--from A --to B`` is
+    [A, B]. STREAK groups are always whole, since a run of windows spans the range's edges.
+    Groups with fixed periods are cut by period; per-customer windows (CYCLIC, PERIOD_AGNOSTIC)
+    by (customer, cycle) from their bounds as computed now or as stored.
+    """
+
+    start: date | None
+    end: date
+    whole: frozenset[int]
+    fixed: Mapping[int, frozenset[int]]
+    per_customer: frozenset[int]
+
+    @classmethod
+    def build(cls, groups: Sequence[Group], start: date | None, end: date) -> Scope:
+        whole: set[int] = set()
+        fixed: dict[int, frozenset[int]] = {}
+        per_customer: set[int] = set()
+        for g in groups:
+            if g.tracking_type is TrackingType.STREAK:
+                whole.add(g.group_id)
+            elif g.evaluation_type is EvaluationType.FIXED:
+                fixed[g.group_id] = frozenset(
+                    p.index
+                    for p in g.periods
+                    if p.start <= end and (start is None or p.end >= start)
+                )
+            else:
+                per_customer.add(g.group_id)
+        return cls(start, end, frozenset(whole), fixed, frozenset(per_customer))
+
+    @property
+    def group_ids(self) -> list[int]:
+        return sorted(self.whole | set(self.fixed) | self.per_customer)
+
+    def overlaps(self) -> pl.Expr:
+        """Rows whose [window_start, window_end] (local timestamps) meet the scope's dates."""
+        upper = datetime.combine(self.end + timedelta(days=1), datetime.min.time())
+        cond = pl.col("window_start") < upper
+        if self.start is not None:
+            lower = datetime.combine(self.start, datetime.min.time())
+            cond = cond & (pl.col("window_end").is_null() | (pl.col("window_end") >= lower))
+        return cond
+
+    def customer_windows(self, frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
+        """(group_id, customer_id, period_index) of per-customer windows in scope."""
+        keys = ["group_id", "customer_id", "period_index"]
+        parts = [
+            f.filter(pl.col("group_id").is_in(list(self.per_customer)) & self.overlaps())
+            .select(keys)
+            for f in frames
+            if f.height and "window_start" in f.columns
+        ]
+        if not parts:
+            return pl.DataFrame()
+        return pl.concat(_align(parts), how="vertical_relaxed").unique()
+
+    def fixed_frame(self) -> pl.DataFrame:
+        rows = [(g, i) for g, idx in self.fixed.items() for i in sorted(idx)]
+        return pl.DataFrame(
+            rows, schema={"group_id": pl.Int64, "period_index": pl.Int32}, orient="row"
+        )
+
+    def select(self, frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+        """The rows of `frame` in scope; `keys` from `customer_windows`."""
+        if frame.is_empty() or "group_id" not in frame.columns:
+            return frame.clear()
+        parts = [frame.filter(pl.col("group_id").is_in(list(self.whole)))]
+        if "period_index" in frame.columns:
+            fx = self.fixed_frame()
+            if fx.height:
+                parts.append(
+                    frame.join(
+                        fx.cast({"group_id": frame.schema["group_id"],
+                                 "period_index": frame.schema["period_index"]}),
+                        on=["group_id", "period_index"],
+                        how="semi",
+                    )
+                )
+            if keys.height and "customer_id" in frame.columns:
+                parts.append(
+                    frame.join(
+                        keys.cast({c: frame.schema[c] for c in keys.columns}),
+                        on=list(keys.columns),
+                        how="semi",
+                    )
+                )
+        return pl.concat(parts, how="vertical")
+
+
+def _align(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
+    """Cast key columns to one type so frames from the engine and the database concatenate."""
+    first = frames[0].schema
+    return [f.cast({c: first[c] for c in f.columns if c in first}) for f in frames]
+
+
+# ----------------------------------------------------------------------------------- the run
+
+
+def run(
+    workspace: Workspace,
+    request: RunRequest,
+    *,
+    score: ScoreFn | None = None,
+    load_groups: LoadGroupsFn | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> RunOutcome:
+    """Run once: score the scope, update outputs and ledger, publish the files.
+
+    Args:
+        workspace: the database and config.
+        request: as-of or range, groups, output folder and format.
+        score: the scoring entry point (default `pipeline.scoring.engine.score`).
+        load_groups: the registry reader (default `pipeline.registry.load_groups`).
+        now: the clock, for tests.
+
+    Raises:
+        UsageError: bad option combination (exit 2).
+        InputError: an unknown group, or nothing to score (exit 1).
+        DatabaseBusyError: another process holds the database (exit 4).
+    """
+    request.validate()
+    clock = now or (lambda: datetime.now(UTC))
+    config = workspace.config
+    if score is None:
+        from pipeline.scoring.engine import score as score_fn
+    else:
+        score_fn = score
+    if load_groups is None:
+        from pipeline.registry import load_groups as load_groups_fn
+    else:
+        load_groups_fn = load_groups
+    out_dir = (request.out_dir or config.output_dir).resolve()
+    fmt = request.fmt or config.output_format
+    as_of = request.to_date or request.as_of or default_as_of(config, clock())
+
+    with workspace.connect() as con:
+        con.complete()  # see _groups
+        healed = heal(con, out_dir)
+        _step(1)
+        groups = _groups(con, load_groups_fn, request, config)
+        started = clock()
+        run_id = new_run_id(started)
+        con.execute(
+            "INSERT INTO runs (run_id, started_at, status, as_of, from_date, to_date, groups) "
+            "VALUES ($id, $at, 'RUNNING', $as_of, $from, $to, $groups)",
+            {"id": run_id, "at": started, "as_of": as_of, "from": request.from_date,
+             "to": request.to_date, "groups": [g.name for g in groups]},
+        )
+        _step(2)
+        tmp = out_dir / f".{run_id}.tmp"
+        try:
+            outcome = _score_and_commit(
+                con, run_id, groups, request, as_of, out_dir, fmt, score_fn, config, clock
+            )
+        except BaseException as exc:
+            _record_failure(con, run_id, exc, clock())
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        files.publish(tmp, outcome.folder)
+        _step(10)
+        outcome.healed = healed
+        return outcome
+
+
+def _score_and_commit(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    groups: list[Group],
+    request: RunRequest,
+    as_of: date,
+    out_dir: Path,
+    fmt: str,
+    score_fn: ScoreFn,
+    config: Config,
+    clock: Callable[[], datetime],
+) -> RunOutcome:
+    sources = read_sources(con)
+    rows_in = {name: _count(con, name) for name in SOURCE_TABLES}
+    _step(3)
+    result = score_fn(sources, groups, as_of, config)
+    _step(4)
+
+    ok = [g for g in groups if g.name not in result.failures]
+    scope = Scope.build(ok, request.from_date, as_of)
+    stored = {name: _stored(con, name, scope.group_ids) for name in ("target_progress",
+                                                                    "period_achievements")}
+    earned = ledger.with_reward_ids(result.rewards)
+    standing = ledger.read_ledger(con, scope.group_ids)
+    keys = scope.customer_windows(
+        [result.tables.get("target_progress", pl.DataFrame()),
+         result.tables.get("period_achievements", pl.DataFrame()),
+         *stored.values(), earned, standing]
+    )
+    change = ledger.diff(scope.select(earned, keys), scope.select(standing, keys))
+    _step(5)
+
+    names = {g.group_id: g.name for g in groups}
+    new_tables = {
+        name: scope.select(result.tables.get(name, pl.DataFrame()), keys) for name in SCORED_TABLES
+    }
+    status = _status(groups, result.failures)
+    rows_out = {name: f.height for name, f in new_tables.items()}
+    rows_out |= {"awards": change.awards.height, "revocations": change.revocations.height}
+    tmp = out_dir / f".{run_id}.tmp"
+    info: dict[str, Any] = {
+        "run_id": run_id,
+        "status": status,
+        "as_of": as_of.isoformat(),
+        "from_date": request.from_date.isoformat() if request.from_date else None,
+        "to_date": request.to_date.isoformat() if request.to_date else None,
+        "groups": [g.name for g in ok],
+        "failed_groups": result.failures,
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files.write_run_folder(
+        tmp,
+        {
+            "awards": change.awards,
+            "revocations": change.revocations,
+            "capping_adjustments": _named(new_tables["capping_adjustments"], names),
+            "leaderboard_top": _named(files.leaderboard_top(new_tables["leaderboard"]), names),
+        },
+        fmt,
+        info,
+    )
+    _step(6)
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name, frame in new_tables.items():
+            _replace(con, name, frame, scope, keys, run_id)
+        _step(7)
+        ledger.apply(con, change, run_id=run_id, at=clock())
+        _step(8)
+        folder = out_dir / run_id
+        con.execute(
+            "UPDATE runs SET finished_at = $at, status = $status, groups = $groups, "
+            "awards = $awards, revocations = $revocations, error = $error WHERE run_id = $id",
+            {"at": clock(), "status": status, "groups": list(result.groups),
+             "awards": change.awards.height, "revocations": change.revocations.height,
+             "error": _failure_text(result.failures), "id": run_id},
+        )
+        con.execute(
+            "INSERT INTO run_outputs (run_id, folder, format) VALUES ($id, $folder, $fmt)",
+            {"id": run_id, "folder": str(folder), "fmt": fmt},
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    _step(9)
+    return RunOutcome(
+        run_id=run_id,
+        status=status,
+        as_of=as_of,
+        from_date=request.from_date,
+        to_date=request.to_date,
+        groups=list(result.groups),
+        awards=change.awards.height,
+        revocations=change.revocations.height,
+        folder=folder,
+        failures=dict(result.failures),
+        rows_out=rows_out,
+    )
+
+
+def _groups(
+    con: duckdb.DuckDBPyConnection, load_groups: LoadGroupsFn, request: RunRequest, config: Config
+) -> list[Group]:
+    names = list(request.groups) or None
+    groups = load_groups(con, names, config=config)
+    # duckdb 2.0 refuses con.sql() while a half-read result (a fetchone) is still open.
+    con.complete()
+    if names:
+        found = {g.name.strip().casefold() for g in groups}
+        missing = [n for n in names if n.strip().casefold() not in found]
+        if missing:
+            raise InputError(
+                f"no active group named {', '.join(repr(n) for n in missing)}; "
+                "see `milestones groups list` for the registered names"
+            )
+    if not groups:
+        raise InputError(
+            "no active groups are registered, so there is nothing to score; "
+            "register one with `milestones groups create FILE`"
+        )
+    return groups
+
+
+def _status(groups: list[Group], failures: Mapping[str, str]) -> str:
+    if not failures:
+        return "SUCCEEDED"
+    return "FAILED" if len(failures) >= len(groups) else "PARTIAL"
+
+
+def _failure_text(failures: Mapping[str, str]) -> str | None:
+    if not failures:
+        return None
+    return "; ".join(f"{name}: {msg}" for name, msg in sorted(failures.items()))
+
+
+def _replace(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    frame: pl.DataFrame,
+    scope: Scope,
+    keys: pl.DataFrame,
+    run_id: str,
+) -> None:
+    """Delete the table's rows in scope and insert the new ones (both cut by the same scope)."""
+    has_customer, has_period = SCORED_TABLES[table]
+    t = quote_ident(table)
+    whole = pl.DataFrame({"group_id": sorted(scope.whole)}, schema={"group_id": pl.Int64})
+    con.register("_whole", whole)
+    conditions = ["group_id IN (SELECT group_id FROM _whole)"]
+    registered = ["_whole"]
+    if has_period:
+        con.register("_fixed", scope.fixed_frame())
+        registered.append("_fixed")
+        conditions.append(
+            f"EXISTS (SELECT 1 FROM _fixed k WHERE k.group_id = {t}.group_id "
+            f"AND k.period_index = {t}.period_index)"
+        )
+        if has_customer and keys.height:
+            con.register("_keys", keys)
+            registered.append("_keys")
+            conditions.append(
+                f"EXISTS (SELECT 1 FROM _keys k WHERE k.group_id = {t}.group_id "
+                f"AND k.customer_id = {t}.customer_id AND k.period_index = {t}.period_index)"
+            )
+    try:
+        con.execute(f"DELETE FROM {t} WHERE " + " OR ".join(conditions))
+        if frame.height:
+            if table == "target_progress":
+                frame = frame.with_columns(run_id=pl.lit(run_id))
+            columns = [c for c in _columns(con, table) if c in frame.columns]
+            con.register("_new", frame.select(columns))
+            registered.append("_new")
+            cols = ", ".join(quote_ident(c) for c in columns)
+            con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _new")
+    finally:
+        for name in registered:
+            con.unregister(name)
+
+
+def _named(frame: pl.DataFrame, names: Mapping[int, str]) -> pl.DataFrame:
+    """`frame` with the group's name next to its id, for people reading the file."""
+    if "group_id" not in frame.columns:
+        return frame
+    mapping = pl.DataFrame(
+        {"group_id": list(names), "group_name": list(names.values())},
+        schema={"group_id": frame.schema["group_id"], "group_name": pl.String},
+    )
+    out = frame.join(mapping, on="group_id", how="left", maintain_order="left")
+    cols = ["group_id", "group_name", *[c for c in frame.columns if c != "group_id"]]
+    return out.select(cols)
+
+
+def _record_failure(
+    con: duckdb.DuckDBPyConnection, run_id: str, exc: BaseException, at: datetime
+) -> None:
+    """Mark the run FAILED with the error, after its transaction (if any) was rolled back."""
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    # If the database itself is what failed, the next run marks this one FAILED instead.
+    with contextlib.suppress(duckdb.Error):
+        con.execute(
+            "UPDATE runs SET status = 'FAILED', finished_at = $at, error = $error "
+            "WHERE run_id = $id",
+            {"at": at, "error": message, "id": run_id},
+        )
+
+
+# --------------------------------------------------------------------------------- healing
+
+
+def heal(con: duckdb.DuckDBPyConnection, out_dir: Path) -> list[str]:
+    """Finish or clean up after runs that died; returns one line per thing done.
+
+    - A committed run whose folder is still ``.<run_id>.tmp`` (it died between COMMIT and
+      rename): rename it now, after checking it against its manifest. The folder was complete
+      and fsynced before the COMMIT, so this always finds it whole.
+    - A hidden folder in `out_dir` of a run that never committed: delete it.
+    - A `runs` row still RUNNING (this process holds the lock, so nobody is running): FAILED.
+    """
+    notes: list[str] = []
+    committed = con.sql("SELECT run_id, folder FROM run_outputs").fetchall()
+    known = {run_id for run_id, _ in committed}
+    for run_id, folder in committed:
+        final = Path(folder)
+        tmp = final.parent / f".{run_id}.tmp"
+        # A committed run with neither folder had its files removed on purpose (retention).
+        if final.exists() or not tmp.exists():
+            continue
+        problems = files.verify_folder(tmp)
+        if problems:
+            notes.append(
+                f"run {run_id} committed but its hidden folder is damaged ({problems[0]}); "
+                f"its rewards are in the ledger: SELECT * FROM rewards WHERE issued_run_id = "
+                f"'{run_id}' OR revoked_run_id = '{run_id}'"
+            )
+            continue
+        files.publish(tmp, final)
+        notes.append(f"published the files of run {run_id}, which stopped before renaming them")
+    if out_dir.is_dir():
+        for tmp in out_dir.glob(".*.tmp"):
+            run_id = tmp.name[1:-4]
+            if run_id not in known and tmp.is_dir():
+                shutil.rmtree(tmp)
+                notes.append(f"removed {tmp}, left by run {run_id} that never committed")
+    stale = con.sql("SELECT run_id FROM runs WHERE status = 'RUNNING'").fetchall()
+    if stale:
+        con.execute(
+            "UPDATE runs SET status = 'FAILED', error = 'the process stopped before its commit "
+            "(killed or crashed); nothing of it was kept' WHERE status = 'RUNNING'"
+        )
+        notes += [f"marked run {r} FAILED: it stopped before its commit" for (r,) in stale]
+    return notes
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _step(k: int) -> None:
+    """Fault injection and pause hooks for the kill and lock tests (no-ops otherwise)."""
+    if os.environ.get(FAULT_ENV) == str(k):
+        sys.stderr.flush()
+        os._exit(137)
+    if os.environ.get(PAUSE_ENV) == str(k):
+        print(f"milestones: paused after step {k} ({STEPS[k - 1]})", file=sys.stderr, flush=True)
+        sys.stdin.readline()
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {
+        r[0]
+        for r in con.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
+    }
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [
+        r[0]
+        for r in con.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $t "
+            "ORDER BY ordinal_position",
+            params={"t": table},
+        ).fetchall()
+    ]
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    if table not in _tables(con):
+        return 0
+    rows = con.sql(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()
+    return int(rows[0][0])
+
+
+def _stored(con: duckdb.DuckDBPyConnection, table: str, group_ids: list[int]) -> pl.DataFrame:
+    """Stored window bounds of the scoped groups (to find per-customer windows in scope)."""
+    return con.sql(
+        f"SELECT group_id, customer_id, period_index, window_start, window_end "
+        f"FROM {quote_ident(table)} WHERE list_contains($ids, group_id)",
+        params={"ids": group_ids},
+    ).pl()
+
+
+def with_config(workspace: Workspace, **changes: Any) -> Workspace:
+    """A workspace whose config differs in `changes` (tests and the demo)."""
+    return Workspace(workspace.db_path, replace(workspace.config, **changes))
