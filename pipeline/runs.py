@@ -274,6 +274,7 @@ def run(
     score: ScoreFn | None = None,
     load_groups: LoadGroupsFn | None = None,
     now: Callable[[], datetime] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Run once: score the scope, update outputs and ledger, publish the files.
 
@@ -283,6 +284,7 @@ def run(
         score: the scoring entry point (default `pipeline.scoring.engine.score`).
         load_groups: the registry reader (default `pipeline.registry.load_groups`).
         now: the clock, for tests.
+        progress: called with a short line at each long step (None: quiet, as under cron).
 
     Raises:
         UsageError: bad option combination (exit 2).
@@ -291,6 +293,7 @@ def run(
     """
     request.validate()
     clock = now or (lambda: datetime.now(UTC))
+    say = progress or (lambda _msg: None)
     config = workspace.config
     if score is None:
         from pipeline.scoring.engine import score as score_fn
@@ -318,10 +321,11 @@ def run(
              "to": request.to_date, "groups": [g.name for g in groups]},
         )
         _step(2)
+        say(f"run {run_id}: scoring {len(groups)} group(s) as of {as_of}")
         tmp = out_dir / f".{run_id}.tmp"
         try:
             outcome = _score_and_commit(
-                con, run_id, groups, request, as_of, out_dir, fmt, score_fn, config, clock
+                con, run_id, groups, request, as_of, out_dir, fmt, score_fn, config, clock, say
             )
         except BaseException as exc:
             _record_failure(con, run_id, exc, clock())
@@ -344,12 +348,14 @@ def _score_and_commit(
     score_fn: ScoreFn,
     config: Config,
     clock: Callable[[], datetime],
+    say: Callable[[str], None],
 ) -> RunOutcome:
     sources = read_sources(con)
     rows_in = {name: _count(con, name) for name in SOURCE_TABLES}
     _step(3)
     result = score_fn(sources, groups, as_of, config)
     _step(4)
+    say("comparing earned rewards with the ledger")
 
     ok = [g for g in groups if g.name not in result.failures]
     scope = Scope.build(ok, request.from_date, as_of)
@@ -397,6 +403,7 @@ def _score_and_commit(
         info,
     )
     _step(6)
+    say("writing tables and ledger")
 
     con.execute("BEGIN TRANSACTION")
     try:
@@ -541,6 +548,31 @@ def _record_failure(
             "WHERE run_id = $id",
             {"at": at, "error": message, "id": run_id},
         )
+
+
+def describe(outcome: RunOutcome) -> list[str]:
+    """A finished run in a few lines, for the terminal and cron mail."""
+    scope = (f"windows overlapping {outcome.from_date}..{outcome.to_date}"
+             if outcome.from_date else f"every window started by {outcome.as_of}")
+    lines = [*outcome.healed,
+             f"run {outcome.run_id} {outcome.status}: as of {outcome.as_of}, {scope}",
+             f"  groups: {len(outcome.groups)} scored, {len(outcome.failures)} failed",
+             f"  rewards: {outcome.awards} issued, {outcome.revocations} revoked",
+             f"  files: {outcome.folder}"]
+    lines += [f"  failed: {name}: {msg}" for name, msg in sorted(outcome.failures.items())]
+    return lines
+
+
+def history(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
+    """The latest runs, newest first, with their duration and where their files are."""
+    return con.sql(
+        "SELECT r.run_id, r.status, r.as_of, r.from_date, r.to_date, r.started_at, "
+        "round(epoch(r.finished_at) - epoch(r.started_at), 1) AS seconds, "
+        "len(r.groups) AS groups, r.awards, r.revocations, r.error, o.folder "
+        "FROM runs r LEFT JOIN run_outputs o USING (run_id) "
+        "ORDER BY r.started_at DESC LIMIT $n",
+        params={"n": limit},
+    ).pl()
 
 
 # --------------------------------------------------------------------------------- healing
