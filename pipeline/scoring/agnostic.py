@@ -62,11 +62,11 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
 def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: bool) -> pl.Expr:
     """Per-record contribution within one cycle (rows of that cycle, in order)."""
     if target_type is TargetType.VISIT:
-        return (pl.col("_regular") & pl.col("_date").is_first_distinct().over("_cust")).cast(DEC)
+        return (pl.col("_regular") & pl.col("_date").is_first_distinct().over("_cust")).cast(pl.Int32).cast(DEC)
     if target_type is TargetType.COUNT:
         if entity is TargetEntity.LINEITEM:
-            return (pl.col("_regular") & pl.col("_bill").is_first_distinct().over("_cust")).cast(DEC)
-        return pl.col("_regular").cast(DEC)
+            return (pl.col("_regular") & pl.col("_bill").is_first_distinct().over("_cust")).cast(pl.Int32).cast(DEC)
+        return pl.col("_regular").cast(pl.Int32).cast(DEC)
     return pl.col("_amount").fill_null(0).cast(DEC)
 
 

@@ -274,7 +274,13 @@ def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
     need = g.combination_count if (g.tracking_type is TrackingType.UNIFIED and g.combination_type == "ANY") else total
     keys = ["customer_id", "period_index", "ref_code", "window_start", "window_end", "status"]
     if progress.height == 0:
-        return pl.DataFrame(schema={c: progress.schema.get(c, pl.Int32) for c in keys})
+        cust = progress.schema.get("customer_id", pl.Int64)
+        return pl.DataFrame(schema={
+            "group_id": pl.Int64, "customer_id": cust, "period_index": pl.Int32,
+            "ref_code": pl.String, "window_start": LOCAL_TS, "window_end": LOCAL_TS,
+            "status": pl.String, "achieved": pl.Boolean, "achieved_at": UTC_TS,
+            "targets_achieved": pl.Int32, "targets_total": pl.Int32,
+        })
     # The condition first held at the `need`-th earliest achievement (no record needed = earliest).
     times = pl.col("achieved_at").filter(pl.col("achieved")).sort(nulls_last=False)
     agg = progress.group_by(keys).agg(
