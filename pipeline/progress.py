@@ -21,7 +21,9 @@ from pipeline.workspace import customer_id_type
 
 def parse_customer(con: duckdb.DuckDBPyConnection, text: str) -> int | str:
     """The id as the workspace stores it: an integer unless text ids were loaded."""
-    if customer_id_type(con) != "BIGINT":
+    kind = customer_id_type(con)
+    con.complete()  # customer_id_type leaves a half-read result; duckdb 2.0 then refuses con.sql
+    if kind != "BIGINT":
         return text
     try:
         return int(text)

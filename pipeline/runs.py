@@ -375,6 +375,11 @@ def _score_and_commit(
     new_tables = {
         name: scope.select(result.tables.get(name, pl.DataFrame()), keys) for name in SCORED_TABLES
     }
+    # A table the engine left without columns still gets its header in the files.
+    new_tables = {
+        name: frame if frame.width else con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").pl()
+        for name, frame in new_tables.items()
+    }
     status = _status(groups, result.failures)
     rows_out = {name: f.height for name, f in new_tables.items()}
     rows_out |= {"awards": change.awards.height, "revocations": change.revocations.height}
