@@ -570,14 +570,7 @@ def describe(outcome: RunOutcome) -> list[str]:
 
 def history(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pl.DataFrame:
     """The latest runs, newest first, with their duration and where their files are."""
-    return con.sql(
-        "SELECT r.run_id, r.status, r.as_of, r.from_date, r.to_date, r.started_at, "
-        "round(epoch(r.finished_at) - epoch(r.started_at), 1) AS seconds, "
-        "len(r.groups) AS groups, r.awards, r.revocations, r.error, o.folder "
-        "FROM runs r LEFT JOIN run_outputs o USING (run_id) "
-        "ORDER BY r.started_at DESC LIMIT $n",
-        params={"n": limit},
-    ).pl()
+    return con.sql("SELECT * FROM run_history LIMIT $n", params={"n": limit}).pl()
 
 
 # --------------------------------------------------------------------------------- healing

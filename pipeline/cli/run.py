@@ -73,7 +73,7 @@ def runs_(app: AppContext, limit: int, as_json: bool) -> None:
         for r in frame.iter_rows(named=True):
             span = f"{r['from_date']}..{r['to_date']}" if r["from_date"] else f"as of {r['as_of']}"
             click.echo(f"{r['run_id']}  {r['status']:<9} {span}  {r['awards'] or 0} issued, "
-                       f"{r['revocations'] or 0} revoked, {r['seconds'] or 0}s")
+                       f"{r['revocations'] or 0} revoked, {float(r['seconds'] or 0):.1f}s")
             if r["error"]:
                 click.echo(f"    error: {r['error']}")
 
