@@ -329,7 +329,7 @@ class Item:
     sales: Decimal | None = None
     gross: Decimal | None = None
     qty: Decimal | None = None
-    attr: Decimal | None = None
+    attr: Any = None  # raw attribute value: COUNT counts non-nulls, SUM/MIN/MAX read numbers
     points: Decimal | None = None
 
 
@@ -448,7 +448,7 @@ def _items(g: Group, t: Target, data: Data) -> list[Item]:
                     sales=_abs(amount) if ret else amount,
                     gross=_abs(gross) if ret else gross,
                     qty=_txn_quantity(txn, data, absolute=ret),
-                    attr=_dec(_column(txn, t.ext_name)) if t.ext_name else None,
+                    attr=_column(txn, t.ext_name) if t.ext_name else None,
                 )
             )  # fmt: skip
     elif t.entity == "LINEITEM":
@@ -464,9 +464,9 @@ def _items(g: Group, t: Target, data: Data) -> list[Item]:
                 attr = None
                 if t.ext_name:
                     # READING: the line's value, else (null or absent) its transaction's.
-                    attr = _dec(_column(line, t.ext_name))
+                    attr = _column(line, t.ext_name)
                     if attr is None:
-                        attr = _dec(_column(txn, t.ext_name))
+                        attr = _column(txn, t.ext_name)
                 out.append(
                     make(
                         txn, "txn_time",
@@ -504,7 +504,7 @@ def _items(g: Group, t: Target, data: Data) -> list[Item]:
                         customer=txn["customer_id"], is_return=False,
                         enrols=wanted == "REGULAR", bill=txn["txn_id"], parent=None,
                         store_id=txn["store_id"], rows=rows,
-                        attr=_dec(_column(event, t.ext_name)) if t.ext_name else None,
+                        attr=_column(event, t.ext_name) if t.ext_name else None,
                     )
                 )  # fmt: skip
         else:
@@ -518,7 +518,7 @@ def _items(g: Group, t: Target, data: Data) -> list[Item]:
                         ev, "event_time", (_sort_key(ev["event_id"]),),
                         customer=ev["customer_id"], is_return=False, enrols=True,
                         bill=ev["event_id"], parent=None, store_id=store, rows=rows,
-                        attr=_dec(_column(ev, t.ext_name)) if t.ext_name else None,
+                        attr=_column(ev, t.ext_name) if t.ext_name else None,
                     )
                 )  # fmt: skip
     elif t.entity == "REWARDS":
@@ -761,7 +761,10 @@ def measure(t: Target, items: list[Item], window_start: date) -> Decimal:
     if t.type == "VISIT":
         return Decimal(len({i.day for i in regular}))
     if t.type in ATTRIBUTE_TYPES:
-        values = [(i.day, i.attr) for i in regular if i.attr is not None]
+        if t.ext_function == "COUNT" and t.aggregate is None:
+            return Decimal(sum(1 for i in regular if i.attr is not None))
+        numbers = [(i.day, _dec(i.attr)) for i in regular]
+        values = [(day, v) for day, v in numbers if v is not None]
         if t.aggregate is not None:
             kind, days = t.aggregate
             blocks: dict[int, Decimal] = {}
@@ -772,8 +775,6 @@ def measure(t: Target, items: list[Item], window_start: date) -> Decimal:
                 else:
                     blocks[b] = min(blocks[b], v) if kind == "MIN" else max(blocks[b], v)
             return sum(blocks.values(), ZERO)
-        if t.ext_function == "COUNT":
-            return Decimal(len(values))
         return sum((v for _, v in values), ZERO)
     if t.type in POINTS_TYPES:
         return sum((i.points for i in regular if i.points is not None), ZERO)
