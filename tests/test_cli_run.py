@@ -208,3 +208,65 @@ def test_every_command_has_help_with_an_example(runner: CliRunner, command: str)
     result = runner.invoke(main, [command, "--help"])
     assert result.exit_code == 0
     assert "Example: milestones " in result.output
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def small_samples(root: Path) -> Path:
+    """A copy of two sample groups with a few bills and a late return for the seed streak."""
+    data = root / "data"
+    (data / "groups").mkdir(parents=True)
+    (data / "exports" / "late").mkdir(parents=True)
+    (data / "milestones.toml").write_text((DATA / "milestones.toml").read_text())
+    for name in ("monthly_spend_streak.json", "seed_streak.json"):
+        (data / "groups" / name).write_text((DATA / "groups" / name).read_text())
+    header = "txn_id,customer_id,txn_time,amount,type,parent_txn_id,store_id\n"
+    (data / "exports" / "transactions.csv").write_text(
+        header
+        + "s1,501,2023-11-17 10:00,600,REGULAR,,50679757\n"
+        + "s2,501,2023-11-19 10:00,1200,REGULAR,,50679757\n"
+        + "".join(f"m{m},1001,2026-{m:02}-05 10:00,250,REGULAR,,\n" for m in range(6, 12))
+    )
+    (data / "exports" / "stores.csv").write_text("store_id,zone_id\n50679757,Z1\n")
+    (data / "exports" / "late" / "transactions_late.csv").write_text(
+        header + "s2r,501,2026-11-21 10:00,-900,RETURN,s2,50679757\n"
+    )
+    return data
+
+
+def test_demo_builds_a_workspace_and_shows_a_revocation(tmp_path: Path) -> None:
+    from pipeline.demo import export_files, run_demo
+
+    data = small_samples(tmp_path)
+    assert [k for k, _ in export_files(data / "exports")] == ["stores", "transactions"]
+    lines = run_demo(tmp_path / "milestones-demo", data)
+    text = "\n".join(lines)
+
+    assert "loaded: 1 stores, 8 transactions" in text
+    assert "groups: 2 registered" in text
+    # Jun..Nov: the 2, 4 and 6 month levels; the seed streak: both its levels.
+    assert "STREAK_LEVEL_ACHIEVED 5" in text
+    assert "revoked STREAK_LEVEL_ACHIEVED" in text and "customer 501" in text
+    assert (tmp_path / "milestones-demo" / "milestones.duckdb").exists()
+    assert "FROM rewards_per_window" in text
+    # Running it again starts over instead of piling runs up.
+    again = "\n".join(run_demo(tmp_path / "milestones-demo", data))
+    assert "STREAK_LEVEL_ACHIEVED 5" in again
+
+
+@pytest.mark.skipif(
+    not any((DATA / "exports").glob("*.*")), reason="bundled exports not in data/exports yet"
+)
+def test_demo_command_on_the_bundled_samples_names_every_reward_kind(
+    tmp_path: Path, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["demo"])
+    assert result.exit_code == 0, result.output
+    for kind in ("TARGET_ACHIEVED", "UNIFIED_ACHIEVED", "STREAK_LEVEL_ACHIEVED"):
+        assert f"    {kind}: '" in result.output, f"no standing {kind} in the summary"
+    assert "revoked: 1" in result.output or "revoked: 2" in result.output
+    assert (tmp_path / "milestones-demo" / "milestones.duckdb").exists()
