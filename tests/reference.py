@@ -1164,7 +1164,8 @@ def _emit_customer(
                          "target_value": Decimal(needed)},
                     )
                 )  # fmt: skip
-    if g.tracking == "STREAK":
+    # READING: streak_progress only for customers with at least one window row.
+    if g.tracking == "STREAK" and achievements:
         _emit_streak(g, cid, achievements, out)
 
 

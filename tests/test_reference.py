@@ -1253,3 +1253,12 @@ def test_returns_mode_decides_which_window_a_return_reduces(
         ],
     )
     assert {r["period_index"]: r["value"] for r in out["target_progress"]} == expected
+
+
+def test_streak_progress_only_for_customers_with_a_started_window() -> None:
+    body, _ = monthly_streak([True])
+    body["targets"][0]["enrolmentMethod"] = "IMPORT"
+    out = run(body, date(2023, 12, 31), enrolments=[enrol(1)])
+    assert out["streak_progress"] == []
+    out = run(body, date(2024, 1, 15), enrolments=[enrol(1)])
+    assert one(out, "streak_progress")["current_count"] == 0
