@@ -15,6 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import Config
 from pipeline.definitions.envelope import envelope, to_json
@@ -425,3 +427,39 @@ def test_read_bodies_rejects_bad_files(tmp_path: Path, text: str, message: str) 
     path.write_text(text, encoding="utf-8")
     with pytest.raises(InputError, match=message):
         read_bodies(path)
+
+
+# --------------------------------------------------------------------------------- robustness
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=12)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)
+_GROUP_KEYS = ["name", "trackingType", "targetEvaluationType", "frequencyType", "frequency",
+               "totalPeriods", "recurringCycles", "fromDate", "periods", "targets", "streaks",
+               "timeZoneName", "combinationType", "combinationCount", "streakGraceWindows",
+               "leaderboardEnabled", "userCreated"]
+_TARGET_KEYS = ["name", "targetEntity", "targetType", "eventName", "expression",
+                "expressionJson", "filters", "defaultValues", "extendedFieldInfo",
+                "enrolmentMethod", "active"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    group_edits=st.dictionaries(st.sampled_from(_GROUP_KEYS), _JSON, max_size=3),
+    target_edits=st.dictionaries(st.sampled_from(_TARGET_KEYS), _JSON, max_size=3),
+)
+def test_any_json_gives_problems_never_an_exception(
+    group_edits: dict[str, Any], target_edits: dict[str, Any]
+) -> None:
+    b = body()
+    b["targets"][0].update(target_edits)
+    b.update(group_edits)
+    parsed = parse_group(b, config=LEADERBOARDS)
+    assert parsed.ok == (parsed.group is not None)
+    assert all(p.code in (310008, 310132, 310033, 310094, 300004) for p in parsed.errors)
+    if parsed.ok:
+        envelope(parsed, as_of=date(2026, 1, 1))

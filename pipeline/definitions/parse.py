@@ -814,7 +814,8 @@ def _default_values(
     c: _Checker, t: dict[str, Any], path: str, *, windows: int | None, user_created: bool
 ) -> tuple[Decimal, ...]:
     values = []
-    for i, item in enumerate(c.list(t, "defaultValues", path)):
+    raw = c.list(t, "defaultValues", path)
+    for i, item in enumerate(raw):
         vpath = f"{path}[{i}]"
         v = c.object(item, vpath)
         if v is None:
@@ -828,7 +829,7 @@ def _default_values(
             values.append(number)
     if user_created or windows is None:
         return tuple(values)
-    given = len(t.get("defaultValues") or [])
+    given = len(raw)
     if given < windows:
         if given:
             c.warn(path, f"has {given} value(s) for {windows} windows; the last value "
