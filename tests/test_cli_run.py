@@ -270,3 +270,26 @@ def test_demo_command_on_the_bundled_samples_names_every_reward_kind(
         assert f"    {kind}: '" in result.output, f"no standing {kind} in the summary"
     assert "revoked: 1" in result.output or "revoked: 2" in result.output
     assert (tmp_path / "milestones-demo" / "milestones.duckdb").exists()
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        pytest.param(7, id="inside the transaction"),
+        pytest.param(9, id="after commit, before rename"),
+    ],
+)
+def test_cli_run_killed_then_rerun_issues_each_reward_once(cli: Cli, step: int) -> None:
+    cmd = [sys.executable, "-m", "pipeline", "--db", str(cli.db), "run", "--as-of", "2026-11-20",
+           "--group", "Spend 100"]
+    killed = subprocess.run(cmd, env={**os.environ, runs.FAULT_ENV: str(step)},
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 137
+
+    rerun = cli.ok("run", "--as-of", "2026-11-20", "--group", "Spend 100")
+    folders = sorted(p for p in (cli.root / "rewards").iterdir())
+    assert not [p for p in folders if p.name.startswith(".")]
+    issued = [row for f in folders for row in awards(f)]
+    assert issued == [("TARGET_ACHIEVED", "spend", "7", "NOV-A")]
+    if step == 9:
+        assert "published the files of run" in rerun.output
