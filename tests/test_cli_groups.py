@@ -208,3 +208,13 @@ def test_every_groups_command_has_help(runner: CliRunner, command: str) -> None:
     result = runner.invoke(main, ["groups", command, "--help"])
     assert result.exit_code == 0
     assert "Example:" in result.stdout
+
+
+def test_db_and_config_after_the_command(runner: CliRunner, db_path: Path) -> None:
+    """The issue's own command line: `groups create data/groups/*.json --db /tmp/w.duckdb`."""
+    result = runner.invoke(main, ["groups", "create", *SAMPLES, "--db", str(db_path),
+                                  "--config", str(CONFIG)])
+    assert result.exit_code == 0, result.output
+    assert db_path.exists()
+    listed = runner.invoke(main, ["groups", "list", "--db", str(db_path)])
+    assert listed.stdout.count("\n") == 1 + len(envelopes(result.stdout))

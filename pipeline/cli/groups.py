@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,31 @@ _AS_OF = click.option(
 _FILES = click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 
 
+def _workspace_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Accept `--db` / `--config` after the command too (`groups create x.json --db w.duckdb`):
+    given there, they replace the ones given before the command."""
+
+    @click.option("--config", "sub_config", metavar="PATH",
+                  help="Same as `milestones --config`, accepted after the command.")
+    @click.option("--db", "sub_db", metavar="PATH",
+                  help="Same as `milestones --db`, accepted after the command.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, sub_db: str | None, sub_config: str | None, **kwargs: Any) -> Any:
+        if sub_db or sub_config:
+            ctx = click.get_current_context()
+            root = ctx.find_root()
+            app = ctx.find_object(AppContext)
+            ctx.obj = AppContext(
+                sub_db or root.params.get("db"),
+                sub_config or root.params.get("config"),
+                bool(app and app.verbose),
+                bool(app and app.quiet),
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @main.group("groups")
 def groups() -> None:
     """Register and inspect target groups (POST v3/targetGroups bodies).
@@ -35,6 +61,7 @@ def groups() -> None:
 @groups.command("create")
 @_FILES
 @_AS_OF
+@_workspace_options
 @pass_app
 @handle_errors
 def create(app: AppContext, files: Sequence[Path], as_of: datetime | None) -> None:
@@ -56,6 +83,7 @@ def create(app: AppContext, files: Sequence[Path], as_of: datetime | None) -> No
 @groups.command("validate")
 @_FILES
 @_AS_OF
+@_workspace_options
 @pass_app
 @handle_errors
 def validate(app: AppContext, files: Sequence[Path], as_of: datetime | None) -> None:
@@ -76,6 +104,7 @@ def validate(app: AppContext, files: Sequence[Path], as_of: datetime | None) -> 
 
 @groups.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per group.")
+@_workspace_options
 @pass_app
 @handle_errors
 def list_(app: AppContext, as_json: bool) -> None:
@@ -106,6 +135,7 @@ def list_(app: AppContext, as_json: bool) -> None:
 @groups.command("show")
 @click.argument("group")
 @_AS_OF
+@_workspace_options
 @pass_app
 @handle_errors
 def show(app: AppContext, group: str, as_of: datetime | None) -> None:
@@ -120,6 +150,7 @@ def show(app: AppContext, group: str, as_of: datetime | None) -> None:
 
 @groups.command("deactivate")
 @click.argument("name")
+@_workspace_options
 @pass_app
 @handle_errors
 def deactivate(app: AppContext, name: str) -> None:
