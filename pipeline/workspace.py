@@ -62,8 +62,11 @@ class Workspace:
         db_path = Path(db or os.environ.get("MILESTONES_DB") or DEFAULT_DB)
         if config:
             cfg = load_config(Path(config), required=True)
-        else:
+        elif (db_path.parent / CONFIG_NAME).exists():
             cfg = load_config(db_path.parent / CONFIG_NAME)
+        else:
+            # Fallback: the project folder the command runs in (see docs/decisions.md).
+            cfg = load_config(Path.cwd() / CONFIG_NAME)
         if not cfg.output_dir.is_absolute() and cfg.source is None:
             cfg = _with_output_dir(cfg, db_path.parent / cfg.output_dir)
         return cls(db_path=db_path, config=cfg)
