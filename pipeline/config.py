@@ -82,9 +82,7 @@ def load_config(path: Path | None, *, required: bool = False) -> Config:
                 raise ConfigError(f"{path}: unknown key `{dotted}` (known: {known})")
             attr, kind, allowed = _KEYS[section][key]
             if not isinstance(value, kind):
-                raise ConfigError(
-                    f"{path}: `{dotted}` must be a {kind.__name__}, got {value!r}"
-                )
+                raise ConfigError(f"{path}: `{dotted}` must be a {kind.__name__}, got {value!r}")
             if allowed is not None and value not in allowed:
                 raise ConfigError(
                     f"{path}: `{dotted}` = {value!r} is not one of {', '.join(allowed)}"

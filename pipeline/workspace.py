@@ -93,14 +93,18 @@ def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyC
     if path != ":memory:":
         p = Path(path)
         if p.is_dir():
-            raise InputError(f"database path {p} is a directory; give a file such as {p}/milestones.duckdb")
+            raise InputError(
+                f"database path {p} is a directory; give a file such as {p}/milestones.duckdb"
+            )
         if not p.parent.exists():
             raise InputError(
                 f"folder {p.parent} does not exist; create it first (mkdir -p {p.parent}) "
                 "or choose another --db"
             )
         if read_only and not p.exists():
-            raise InputError(f"database {p} does not exist yet; run `milestones load` or `groups create` first")
+            raise InputError(
+                f"database {p} does not exist yet; run `milestones load` or `groups create` first"
+            )
     try:
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
@@ -151,7 +155,9 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("BEGIN")
         try:
             con.execute(path.read_text(encoding="utf-8"))
-            con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, path.name])
+            con.execute(
+                "INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, path.name]
+            )
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
@@ -177,7 +183,9 @@ def set_customer_id_type(con: duckdb.DuckDBPyConnection, type_name: str) -> None
     """
     if customer_id_type(con) == type_name:
         return
-    existing = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    existing = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
     for table in CUSTOMER_TABLES:
         if table not in existing:
             continue
@@ -187,13 +195,14 @@ def set_customer_id_type(con: duckdb.DuckDBPyConnection, type_name: str) -> None
                 f"customer ids were loaded as {customer_id_type(con)} but this file has "
                 f"{type_name} ids; load every export with the same kind of customer_id"
             )
-    views = [r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()]
+    views = [
+        r[0]
+        for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    ]
     for v in views:
         con.execute(f"DROP VIEW IF EXISTS {quote_ident(v)}")
     for table in CUSTOMER_TABLES:
         if table in existing:
-            con.execute(
-                f"ALTER TABLE {quote_ident(table)} ALTER customer_id TYPE {type_name}"
-            )
+            con.execute(f"ALTER TABLE {quote_ident(table)} ALTER customer_id TYPE {type_name}")
     for path in view_files():
         con.execute(path.read_text(encoding="utf-8"))

@@ -26,7 +26,9 @@ DAYS = 70
 CUSTOMERS = [1, 2, 3]
 STORES = ["S1", "S2", "S3"]
 
-money = st.integers(min_value=-5, max_value=300).map(lambda c: Decimal(c) + Decimal("0.25") * (c % 4))
+money = st.integers(min_value=-5, max_value=300).map(
+    lambda c: Decimal(c) + Decimal("0.25") * (c % 4)
+)
 qty = st.integers(min_value=0, max_value=4).map(Decimal)
 
 
@@ -34,7 +36,9 @@ qty = st.integers(min_value=0, max_value=4).map(Decimal)
 def instants(draw: st.DrawFn) -> datetime:
     day = draw(st.integers(0, DAYS - 1))
     minute = draw(st.sampled_from([0, 30, 5 * 60, 12 * 60, 20 * 60, 23 * 60 + 30]))
-    return datetime.combine(START + timedelta(days=day), datetime.min.time(), UTC) + timedelta(minutes=minute)
+    return datetime.combine(START + timedelta(days=day), datetime.min.time(), UTC) + timedelta(
+        minutes=minute
+    )
 
 
 @st.composite
@@ -61,38 +65,73 @@ def exports(draw: st.DrawFn) -> dict[str, list[dict]]:
     lines = []
     for t in txns:
         for n in range(draw(st.integers(0, 2))):
-            lines.append({"txn_id": t["txn_id"], "line_no": n + 1, "qty": draw(qty),
-                          "amount": abs(draw(money)), "category": draw(st.sampled_from(["A", "B"]))})
+            lines.append(
+                {
+                    "txn_id": t["txn_id"],
+                    "line_no": n + 1,
+                    "qty": draw(qty),
+                    "amount": abs(draw(money)),
+                    "category": draw(st.sampled_from(["A", "B"])),
+                }
+            )
     events = [
-        {"event_id": f"E{i}", "customer_id": draw(st.sampled_from(CUSTOMERS)),
-         "event_name": draw(st.sampled_from(["spin", "visit"])), "event_time": draw(instants()),
-         "store_id": draw(st.sampled_from([*STORES, None])),
-         "points": draw(st.one_of(st.none(), qty))}
+        {
+            "event_id": f"E{i}",
+            "customer_id": draw(st.sampled_from(CUSTOMERS)),
+            "event_name": draw(st.sampled_from(["spin", "visit"])),
+            "event_time": draw(instants()),
+            "store_id": draw(st.sampled_from([*STORES, None])),
+            "points": draw(st.one_of(st.none(), qty)),
+        }
         for i in range(draw(st.integers(2, 8)))
     ]
     points = [
-        {"points_id": f"P{i}", "customer_id": draw(st.sampled_from(CUSTOMERS)),
-         "awarded_at": draw(instants()), "points": draw(qty) * 5,
-         "points_type": draw(st.sampled_from(["REGULAR", "PROMOTIONAL"])),
-         "store_id": draw(st.sampled_from([*STORES, None]))}
+        {
+            "points_id": f"P{i}",
+            "customer_id": draw(st.sampled_from(CUSTOMERS)),
+            "awarded_at": draw(instants()),
+            "points": draw(qty) * 5,
+            "points_type": draw(st.sampled_from(["REGULAR", "PROMOTIONAL"])),
+            "store_id": draw(st.sampled_from([*STORES, None])),
+        }
         for i in range(draw(st.integers(2, 8)))
     ]
-    stores = [{"store_id": s, "zone_id": z, "concept_id": "C1"} for s, z in zip(STORES, ["Z1", "Z1", "Z2"], strict=True)]
-    return {"transactions": txns, "line_items": lines, "events": events, "points": points,
-            "stores": stores, "enrolments": []}
+    stores = [
+        {"store_id": s, "zone_id": z, "concept_id": "C1"}
+        for s, z in zip(STORES, ["Z1", "Z1", "Z2"], strict=True)
+    ]
+    return {
+        "transactions": txns,
+        "line_items": lines,
+        "events": events,
+        "points": points,
+        "stores": stores,
+        "enrolments": [],
+    }
 
 
 TARGET_KINDS = [
-    ("TRANSACTION", "SALES", None), ("TRANSACTION", "GROSS_SALES", None),
-    ("TRANSACTION", "QUANTITY", None), ("TRANSACTION", "COUNT", None),
-    ("TRANSACTION", "VISIT", None), ("LINEITEM", "SALES", None), ("LINEITEM", "QUANTITY", None),
-    ("LINEITEM", "COUNT", None), ("EVENT", "COUNT", "spin"), ("EVENT", "EVENT_ATTRIBUTE", "spin"),
-    ("EVENT", "COUNT", "TransactionAdd"), ("REWARDS", "ALL_POINTS", None),
+    ("TRANSACTION", "SALES", None),
+    ("TRANSACTION", "GROSS_SALES", None),
+    ("TRANSACTION", "QUANTITY", None),
+    ("TRANSACTION", "COUNT", None),
+    ("TRANSACTION", "VISIT", None),
+    ("LINEITEM", "SALES", None),
+    ("LINEITEM", "QUANTITY", None),
+    ("LINEITEM", "COUNT", None),
+    ("EVENT", "COUNT", "spin"),
+    ("EVENT", "EVENT_ATTRIBUTE", "spin"),
+    ("EVENT", "COUNT", "TransactionAdd"),
+    ("REWARDS", "ALL_POINTS", None),
     ("REWARDS", "REGULAR_POINTS", None),
 ]
 RULES = {
-    "TRANSACTION": ["true", "currentTxn.value > 50", "currentStore.zone == 'Z1'",
-                    "isWeekend(currentTxn.date) || currentTxn.value >= 100"],
+    "TRANSACTION": [
+        "true",
+        "currentTxn.value > 50",
+        "currentStore.zone == 'Z1'",
+        "isWeekend(currentTxn.date) || currentTxn.value >= 100",
+    ],
     "LINEITEM": ["true", "currentLineItem.category == 'A'", "currentTxn.value > 20"],
     "EVENT": ["true", "currentEvent.points >= 2"],
     "REWARDS": ["true"],
@@ -100,63 +139,110 @@ RULES = {
 
 
 @st.composite
-def target_bodies(draw: st.DrawFn, name: str, windows: int, method: str, *, points: bool = False) -> dict:
+def target_bodies(
+    draw: st.DrawFn, name: str, windows: int, method: str, *, points: bool = False
+) -> dict:
     kinds = [k for k in TARGET_KINDS if k[0] == "REWARDS"] if points else TARGET_KINDS
     entity, ttype, event = draw(st.sampled_from(kinds))
     if event == "TransactionAdd":
         rule = draw(st.sampled_from(RULES["TRANSACTION"][:2]))
     else:
         rule = draw(st.sampled_from(RULES[entity]))
-    body = {"name": name, "targetEntity": entity, "targetType": ttype, "expression": rule,
-            "enrolmentMethod": method,
-            "defaultValues": [{"defaultValue": draw(st.integers(1, 150 if ttype in ("SALES", "GROSS_SALES", "ALL_POINTS", "REGULAR_POINTS") else 4))}
-                              for _ in range(draw(st.integers(1, max(1, windows))))]}
+    body = {
+        "name": name,
+        "targetEntity": entity,
+        "targetType": ttype,
+        "expression": rule,
+        "enrolmentMethod": method,
+        "defaultValues": [
+            {
+                "defaultValue": draw(
+                    st.integers(
+                        1,
+                        150
+                        if ttype in ("SALES", "GROSS_SALES", "ALL_POINTS", "REGULAR_POINTS")
+                        else 4,
+                    )
+                )
+            }
+            for _ in range(draw(st.integers(1, max(1, windows))))
+        ],
+    }
     if event:
         body["eventName"] = event
     if ttype == "EVENT_ATTRIBUTE":
         body["extendedFieldInfo"] = {"name": "points", "aggregateFunction": "SUM"}
     if entity != "REWARDS" and draw(st.booleans()) and draw(st.booleans()):
-        body["filters"] = [{"entityType": draw(st.sampled_from(["STORE", "ZONE"])),
-                            "entityIds": draw(st.sampled_from([["S1", "S2"], ["Z1"], ["Z2"], ["S3"]]))}]
+        body["filters"] = [
+            {
+                "entityType": draw(st.sampled_from(["STORE", "ZONE"])),
+                "entityIds": draw(st.sampled_from([["S1", "S2"], ["Z1"], ["Z2"], ["S3"]])),
+            }
+        ]
     return body
 
 
 @st.composite
 def programmes(draw: st.DrawFn) -> dict:
-    evaluation = draw(st.sampled_from(["FIXED_CALENDAR_WINDOW", "FIXED_GENERATED", "CYCLIC_WINDOW",
-                                       "PERIOD_AGNOSTIC_WINDOW"]))
-    tracking = "DEFAULT" if evaluation == "PERIOD_AGNOSTIC_WINDOW" else draw(
-        st.sampled_from(["DEFAULT", "UNIFIED", "STREAK", "CAPPING"]))
+    evaluation = draw(
+        st.sampled_from(
+            ["FIXED_CALENDAR_WINDOW", "FIXED_GENERATED", "CYCLIC_WINDOW", "PERIOD_AGNOSTIC_WINDOW"]
+        )
+    )
+    tracking = (
+        "DEFAULT"
+        if evaluation == "PERIOD_AGNOSTIC_WINDOW"
+        else draw(st.sampled_from(["DEFAULT", "UNIFIED", "STREAK", "CAPPING"]))
+    )
     method = draw(st.sampled_from(["TRANSACTION", "IMPORT"]))
     body: dict = {"name": "prop", "trackingType": tracking}
     windows = 3
     if evaluation == "FIXED_CALENDAR_WINDOW":
         n = draw(st.integers(1, 4))
-        starts = sorted(draw(st.lists(st.integers(0, DAYS - 1), min_size=n, max_size=n, unique=True)))
+        starts = sorted(
+            draw(st.lists(st.integers(0, DAYS - 1), min_size=n, max_size=n, unique=True))
+        )
         periods = []
         for i, s in enumerate(starts):
             limit = (starts[i + 1] - 1) if i + 1 < len(starts) else DAYS + 5
             e = draw(st.integers(s, max(s, limit)))
-            periods.append({"refCode": f"R{i + 1}", "startDate": str(START + timedelta(days=s)),
-                            "endDate": str(START + timedelta(days=e))})
-        body.update(targetEvaluationType=evaluation, frequencyType="CUSTOM", periods=periods,
-                    totalPeriods=n)
+            periods.append(
+                {
+                    "refCode": f"R{i + 1}",
+                    "startDate": str(START + timedelta(days=s)),
+                    "endDate": str(START + timedelta(days=e)),
+                }
+            )
+        body.update(
+            targetEvaluationType=evaluation, frequencyType="CUSTOM", periods=periods, totalPeriods=n
+        )
         windows = n
     else:
         freq = draw(st.sampled_from(["WEEKLY", "MONTHLY", "DAILY"]))
         windows = draw(st.integers(1, 5))
-        body.update(frequencyType=freq, frequency=draw(st.integers(0, 2)), totalPeriods=windows,
-                    targetCycleStartDate=str(START + timedelta(days=draw(st.integers(0, 10)))))
+        body.update(
+            frequencyType=freq,
+            frequency=draw(st.integers(0, 2)),
+            totalPeriods=windows,
+            targetCycleStartDate=str(START + timedelta(days=draw(st.integers(0, 10)))),
+        )
         body["targetEvaluationType"] = (
-            "FIXED_CALENDAR_WINDOW" if evaluation == "FIXED_GENERATED" else evaluation)
+            "FIXED_CALENDAR_WINDOW" if evaluation == "FIXED_GENERATED" else evaluation
+        )
         if evaluation == "PERIOD_AGNOSTIC_WINDOW":
             body["recurringCycles"] = draw(st.integers(0, 3))
     count = 1 if tracking == "DEFAULT" else draw(st.integers(1 if tracking == "STREAK" else 2, 3))
     if tracking == "CAPPING":
         count = 1
-    body["targets"] = [draw(target_bodies(f"t{i}", windows, method, points=tracking == "CAPPING"))
-                       for i in range(count)]
-    if tracking == "DEFAULT" and evaluation != "CYCLIC_WINDOW" and evaluation != "PERIOD_AGNOSTIC_WINDOW":
+    body["targets"] = [
+        draw(target_bodies(f"t{i}", windows, method, points=tracking == "CAPPING"))
+        for i in range(count)
+    ]
+    if (
+        tracking == "DEFAULT"
+        and evaluation != "CYCLIC_WINDOW"
+        and evaluation != "PERIOD_AGNOSTIC_WINDOW"
+    ):
         body["leaderboardEnabled"] = draw(st.booleans())
     if tracking == "UNIFIED" and draw(st.booleans()):
         body["combinationType"] = "ANY"
@@ -189,8 +275,9 @@ def _frames(records: dict[str, list[dict]]) -> dict[str, pl.LazyFrame]:
     out = {}
     for name, schema in SCHEMAS.items():
         data = [{c: r.get(c) for c in schema} for r in records.get(name, [])]
-        out[name] = (pl.DataFrame(data, schema=schema, orient="row") if data
-                     else pl.DataFrame(schema=schema)).lazy()
+        out[name] = (
+            pl.DataFrame(data, schema=schema, orient="row") if data else pl.DataFrame(schema=schema)
+        ).lazy()
     return out
 
 
@@ -217,11 +304,20 @@ def _normalise(rows: list[dict]) -> list[tuple]:
         if isinstance(v, datetime) and v.tzinfo is not None:
             return v.astimezone(UTC)
         return v
+
     return sorted((tuple(sorted((k, norm(v)) for k, v in r.items())) for r in rows), key=repr)
 
 
-COMPARED = ["target_progress", "period_achievements", "streak_runs", "streak_progress", "capping",
-            "capping_adjustments", "leaderboard", "rewards"]
+COMPARED = [
+    "target_progress",
+    "period_achievements",
+    "streak_runs",
+    "streak_progress",
+    "capping",
+    "capping_adjustments",
+    "leaderboard",
+    "rewards",
+]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -248,7 +344,9 @@ def test_engine_matches_reference(data: st.DataObject) -> None:
     engine = score(_frames(records), [group], as_of, config)
     assert not engine.failures, engine.failures
     expected = reference.evaluate(
-        [body], records, as_of,
+        [body],
+        records,
+        as_of,
         {"timezone": tz, "returns_mode": mode, "track_from_enrolment": track},
     )
     for table in COMPARED:

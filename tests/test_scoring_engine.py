@@ -10,16 +10,23 @@ import pytest
 
 from pipeline.config import Config
 from pipeline.definitions import model as m
-from tests.engine_helpers import gt, group, periods, ret, rows, run, target, ts, txn
+from tests.engine_helpers import group, gt, periods, ret, rows, run, target, ts, txn
 
 STREAK_SEED = group(
     "streakTestt123",
     kind="STREAK",
     targets=(
-        target(10, "streakTestt123", rule=gt("amount", "500"), values=("500", "1000"),
-               filters=(m.StoreFilter("STORE", ("50679757", "50679770")),)),
+        target(
+            10,
+            "streakTestt123",
+            rule=gt("amount", "500"),
+            values=("500", "1000"),
+            filters=(m.StoreFilter("STORE", ("50679757", "50679770")),),
+        ),
     ),
-    periods=periods(("2023-11-17", "2023-11-17", "period44"), ("2023-11-18", "2023-11-20", "period45")),
+    periods=periods(
+        ("2023-11-17", "2023-11-17", "period44"), ("2023-11-18", "2023-11-20", "period45")
+    ),
     streak_levels=(m.StreakLevel(1, "streakTestt193", 1), m.StreakLevel(2, "streakTestt123", 2)),
 )
 SEED_TXNS = [
@@ -74,29 +81,47 @@ def test_records_after_the_end_of_as_of_are_ignored():
 
 
 def test_carry_mode_return_in_same_window_reduces_next_window():
-    g = group(targets=(target(1, "spend", values=("100",)),),
-              periods=periods(("2024-01-01", "2024-01-31", "JAN"), ("2024-02-01", "2024-02-29", "FEB")))
-    data = [txn("a", 1, "2024-01-05T10:00:00", "150"), txn("b", 1, "2024-02-05T10:00:00", "120"),
-            ret("r", 1, "2024-01-20T10:00:00", "50", parent="a")]
+    g = group(
+        targets=(target(1, "spend", values=("100",)),),
+        periods=periods(("2024-01-01", "2024-01-31", "JAN"), ("2024-02-01", "2024-02-29", "FEB")),
+    )
+    data = [
+        txn("a", 1, "2024-01-05T10:00:00", "150"),
+        txn("b", 1, "2024-02-05T10:00:00", "120"),
+        ret("r", 1, "2024-01-20T10:00:00", "50", parent="a"),
+    ]
     res = run([g], "2024-02-29", Config(returns_mode="carry"), transactions=data)
     assert rows(res.tables["target_progress"], "period_index", "value", "achieved") == [
-        (1, D("150"), True), (2, D("70"), False)]
+        (1, D("150"), True),
+        (2, D("70"), False),
+    ]
 
 
 def test_ignore_mode_returns_change_nothing():
-    g = group(targets=(target(1, "spend", values=("100",)),),
-              periods=periods(("2024-01-01", "2024-01-31", "JAN")))
-    data = [txn("a", 1, "2024-01-05T10:00:00", "150"), ret("r", 1, "2024-01-20T10:00:00", "100", parent="a")]
+    g = group(
+        targets=(target(1, "spend", values=("100",)),),
+        periods=periods(("2024-01-01", "2024-01-31", "JAN")),
+    )
+    data = [
+        txn("a", 1, "2024-01-05T10:00:00", "150"),
+        ret("r", 1, "2024-01-20T10:00:00", "100", parent="a"),
+    ]
     res = run([g], "2024-01-31", Config(returns_mode="ignore"), transactions=data)
     assert rows(res.tables["target_progress"], "value") == [(D("150"),)]
 
 
 def test_unified_any_two_of_three_achieved_at_second_achievement():
-    g = group(kind="UNIFIED", combination_type="ANY", combination_count=2, targets=(
-        target(1, "spend", values=("100",)),
-        target(2, "bills", ttype="COUNT", values=("2",)),
-        target(3, "visits", ttype="VISIT", values=("5",)),
-    ), periods=periods(("2024-01-01", "2024-01-31", "JAN")))
+    g = group(
+        kind="UNIFIED",
+        combination_type="ANY",
+        combination_count=2,
+        targets=(
+            target(1, "spend", values=("100",)),
+            target(2, "bills", ttype="COUNT", values=("2",)),
+            target(3, "visits", ttype="VISIT", values=("5",)),
+        ),
+        periods=periods(("2024-01-01", "2024-01-31", "JAN")),
+    )
     data = [txn("a", 1, "2024-01-05T10:00:00", "60"), txn("b", 1, "2024-01-06T10:00:00", "60")]
     res = run([g], "2024-01-31", transactions=data)
     pa = res.tables["period_achievements"]
@@ -107,8 +132,13 @@ def test_unified_any_two_of_three_achieved_at_second_achievement():
 
 
 def test_generated_cyclic_windows_start_at_first_qualifying_record():
-    g = group(evaluation="CYCLIC_WINDOW", frequency_type=m.FrequencyType.MONTHLY, frequency=1,
-              recurring_cycles=3, targets=(target(1, "spend", values=("100",)),))
+    g = group(
+        evaluation="CYCLIC_WINDOW",
+        frequency_type=m.FrequencyType.MONTHLY,
+        frequency=1,
+        recurring_cycles=3,
+        targets=(target(1, "spend", values=("100",)),),
+    )
     data = [txn("a", 1, "2024-01-31T10:00:00", "100"), txn("b", 1, "2024-03-01T10:00:00", "30")]
     res = run([g], "2024-03-15", transactions=data)
     tp = res.tables["target_progress"]
@@ -120,19 +150,32 @@ def test_generated_cyclic_windows_start_at_first_qualifying_record():
 
 def test_period_agnostic_cycle_closes_at_reaching_record_without_carry_over():
     g = group(evaluation="PERIOD_AGNOSTIC_WINDOW", targets=(target(1, "spend", values=("100",)),))
-    data = [txn("a", 1, "2024-01-01T10:00:00", "70"), txn("b", 1, "2024-01-02T10:00:00", "50"),
-            txn("c", 1, "2024-01-03T10:00:00", "20")]
+    data = [
+        txn("a", 1, "2024-01-01T10:00:00", "70"),
+        txn("b", 1, "2024-01-02T10:00:00", "50"),
+        txn("c", 1, "2024-01-03T10:00:00", "20"),
+    ]
     res = run([g], "2024-01-31", transactions=data)
     assert rows(res.tables["target_progress"], "period_index", "status", "value", "achieved") == [
-        (1, "ENDED", D("120"), True), (2, "RUNNING", D("20"), False)]
+        (1, "ENDED", D("120"), True),
+        (2, "RUNNING", D("20"), False),
+    ]
 
 
-@pytest.mark.parametrize("values, expected", [
-    pytest.param(("100", "200"), [D("100"), D("200"), D("200")], id="last default repeats"),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        pytest.param(("100", "200"), [D("100"), D("200"), D("200")], id="last default repeats"),
+    ],
+)
 def test_default_values_last_one_repeats(values, expected):
-    g = group(targets=(target(1, "spend", values=values),), periods=periods(
-        ("2024-01-01", "2024-01-01", None), ("2024-01-02", "2024-01-02", None),
-        ("2024-01-03", "2024-01-03", None)))
+    g = group(
+        targets=(target(1, "spend", values=values),),
+        periods=periods(
+            ("2024-01-01", "2024-01-01", None),
+            ("2024-01-02", "2024-01-02", None),
+            ("2024-01-03", "2024-01-03", None),
+        ),
+    )
     res = run([g], "2024-01-03", transactions=[txn("a", 1, "2024-01-01T10:00:00", "1")])
     assert res.tables["target_progress"].sort("period_index")["target_value"].to_list() == expected

@@ -62,14 +62,22 @@ pass_app = click.make_pass_decorator(AppContext)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", envvar="MILESTONES_DB", metavar="PATH",
-              help="DuckDB workspace file (default ./milestones.duckdb).")
+@click.option(
+    "--db",
+    envvar="MILESTONES_DB",
+    metavar="PATH",
+    help="DuckDB workspace file (default ./milestones.duckdb).",
+)
 @click.option("--config", metavar="PATH", help="milestones.toml (default: next to the database).")
 @click.option("-v", "--verbose", is_flag=True, help="Show details and tracebacks of errors.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output (the default when not on a terminal).")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="No progress output (the default when not on a terminal)."
+)
 @click.version_option(package_name="milestones")
 @click.pass_context
-def main(ctx: click.Context, db: str | None, config: str | None, verbose: bool, quiet: bool) -> None:
+def main(
+    ctx: click.Context, db: str | None, config: str | None, verbose: bool, quiet: bool
+) -> None:
     """Score loyalty milestones, streaks, capping and leaderboards from exported data.
 
     Example: milestones demo

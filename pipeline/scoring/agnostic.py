@@ -34,7 +34,9 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
     if g.end_date is not None:
         reg = reg.filter(pl.col("_date") <= pl.lit(g.end_date))
     cols = ["_cust", "_ts", "_k1", "_k2", "_date", "_bill", "_amount", "_regular"]
-    reg = reg.with_columns(pl.col("_attr").alias("_amount"), pl.lit(True).alias("_regular")).select(cols)
+    reg = reg.with_columns(pl.col("_attr").alias("_amount"), pl.lit(True).alias("_regular")).select(
+        cols
+    )
     parts = [reg]
     if records.has_returns(ctx, target):
         rets = _limit(records.return_records(ctx, target), ctx)
@@ -62,10 +64,18 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
 def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: bool) -> pl.Expr:
     """Per-record contribution within one cycle (rows of that cycle, in order)."""
     if target_type is TargetType.VISIT:
-        return (pl.col("_regular") & pl.col("_date").is_first_distinct().over("_cust")).cast(pl.Int32).cast(DEC)
+        return (
+            (pl.col("_regular") & pl.col("_date").is_first_distinct().over("_cust"))
+            .cast(pl.Int32)
+            .cast(DEC)
+        )
     if target_type is TargetType.COUNT:
         if entity is TargetEntity.LINEITEM:
-            return (pl.col("_regular") & pl.col("_bill").is_first_distinct().over("_cust")).cast(pl.Int32).cast(DEC)
+            return (
+                (pl.col("_regular") & pl.col("_bill").is_first_distinct().over("_cust"))
+                .cast(pl.Int32)
+                .cast(DEC)
+            )
         return pl.col("_regular").cast(pl.Int32).cast(DEC)
     return pl.col("_amount").fill_null(0).cast(DEC)
 
@@ -75,9 +85,15 @@ def _cycle_targets(ctx: GroupContext, custs: pl.DataFrame, k: int) -> pl.DataFra
         pl.lit(k, dtype=pl.Int32).alias("_win"), pl.lit(None, dtype=pl.String).alias("ref_code")
     )
     rows = enrolment.attach_target_values(base, ctx, ctx.group.targets[0])
-    return rows.with_columns(
-        (pl.col("_balance_any").fill_null(0) if k == 1 else pl.lit(0)).cast(DEC).alias("_balance")
-    ).drop("_balance_any").collect()
+    return (
+        rows.with_columns(
+            (pl.col("_balance_any").fill_null(0) if k == 1 else pl.lit(0))
+            .cast(DEC)
+            .alias("_balance")
+        )
+        .drop("_balance_any")
+        .collect()
+    )
 
 
 def score_agnostic(ctx: GroupContext) -> GroupScore:
@@ -108,10 +124,14 @@ def score_agnostic(ctx: GroupContext) -> GroupScore:
         cur = cur.with_columns(
             (pl.col("_balance") + pl.col("_contrib").cum_sum().over("_cust")).alias("_running")
         )
-        reached = (pl.col("target_value").is_not_null() & (pl.col("_running") >= pl.col("target_value")))
+        reached = pl.col("target_value").is_not_null() & (
+            pl.col("_running") >= pl.col("target_value")
+        )
         # Rows up to and including the first that reaches the target belong to this cycle.
         cur = cur.with_columns(
-            (reached.cast(pl.Int32).cum_sum().over("_cust") - reached.cast(pl.Int32)).alias("_before")
+            (reached.cast(pl.Int32).cum_sum().over("_cust") - reached.cast(pl.Int32)).alias(
+                "_before"
+            )
         )
         in_cycle = cur.filter(pl.col("_before") == 0)
         cycles.append(
@@ -136,24 +156,37 @@ def _progress_rows(ctx: GroupContext, cycles: list[pl.DataFrame], target_id: int
     from pipeline.scoring.engine import TARGET_PROGRESS
 
     if not cycles:
-        frame = pl.DataFrame(schema={
-            "_cust": pl.Int64, "_win": pl.Int32, "_open": UTC_TS, "_close": UTC_TS,
-            "last_activity_at": UTC_TS, "_measure": DEC, "target_value": DEC, "_balance": DEC})
+        frame = pl.DataFrame(
+            schema={
+                "_cust": pl.Int64,
+                "_win": pl.Int32,
+                "_open": UTC_TS,
+                "_close": UTC_TS,
+                "last_activity_at": UTC_TS,
+                "_measure": DEC,
+                "target_value": DEC,
+                "_balance": DEC,
+            }
+        )
     else:
         frame = pl.concat(cycles, how="vertical_relaxed")
     closed = pl.col("_close").is_not_null()
-    return frame.select(
-        pl.lit(ctx.group.group_id, dtype=pl.Int64).alias("group_id"),
-        pl.lit(target_id, dtype=pl.Int64).alias("target_id"),
-        pl.col("_cust").alias("customer_id"),
-        pl.col("_win").cast(pl.Int32).alias("period_index"),
-        pl.lit(None, dtype=pl.String).alias("ref_code"),
-        ctx.local_naive(pl.col("_open").cast(UTC_TS)).cast(LOCAL_TS).alias("window_start"),
-        ctx.local_naive(pl.col("_close").cast(UTC_TS)).cast(LOCAL_TS).alias("window_end"),
-        pl.when(closed).then(pl.lit("ENDED")).otherwise(pl.lit("RUNNING")).alias("status"),
-        (pl.col("_balance") + pl.col("_measure")).cast(DEC).alias("value"),
-        pl.col("target_value").cast(DEC),
-        closed.alias("achieved"),
-        pl.col("_close").cast(UTC_TS).alias("achieved_at"),
-        pl.col("last_activity_at").cast(UTC_TS),
-    ).sort("customer_id", "period_index").select(TARGET_PROGRESS)
+    return (
+        frame.select(
+            pl.lit(ctx.group.group_id, dtype=pl.Int64).alias("group_id"),
+            pl.lit(target_id, dtype=pl.Int64).alias("target_id"),
+            pl.col("_cust").alias("customer_id"),
+            pl.col("_win").cast(pl.Int32).alias("period_index"),
+            pl.lit(None, dtype=pl.String).alias("ref_code"),
+            ctx.local_naive(pl.col("_open").cast(UTC_TS)).cast(LOCAL_TS).alias("window_start"),
+            ctx.local_naive(pl.col("_close").cast(UTC_TS)).cast(LOCAL_TS).alias("window_end"),
+            pl.when(closed).then(pl.lit("ENDED")).otherwise(pl.lit("RUNNING")).alias("status"),
+            (pl.col("_balance") + pl.col("_measure")).cast(DEC).alias("value"),
+            pl.col("target_value").cast(DEC),
+            closed.alias("achieved"),
+            pl.col("_close").cast(UTC_TS).alias("achieved_at"),
+            pl.col("last_activity_at").cast(UTC_TS),
+        )
+        .sort("customer_id", "period_index")
+        .select(TARGET_PROGRESS)
+    )

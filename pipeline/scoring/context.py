@@ -64,7 +64,9 @@ def window_bounds(start: pl.Expr, end: pl.Expr) -> list[pl.Expr]:
     """Local timestamps of a date window: 00:00 of the first day, last instant of the last."""
     return [
         start.cast(LOCAL_TS).alias("window_start"),
-        (end.cast(LOCAL_TS) + pl.duration(days=1) - pl.duration(microseconds=1)).alias("window_end"),
+        (end.cast(LOCAL_TS) + pl.duration(days=1) - pl.duration(microseconds=1)).alias(
+            "window_end"
+        ),
     ]
 
 

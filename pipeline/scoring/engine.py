@@ -20,16 +20,41 @@ from pipeline.scoring import enrolment, measures, records, returns, windows
 from pipeline.scoring.context import DEC, KEYS, LOCAL_TS, UTC_TS, GroupContext
 
 TARGET_PROGRESS = [
-    "group_id", "target_id", "customer_id", "period_index", "ref_code", "window_start",
-    "window_end", "status", "value", "target_value", "achieved", "achieved_at", "last_activity_at",
+    "group_id",
+    "target_id",
+    "customer_id",
+    "period_index",
+    "ref_code",
+    "window_start",
+    "window_end",
+    "status",
+    "value",
+    "target_value",
+    "achieved",
+    "achieved_at",
+    "last_activity_at",
 ]
 PERIOD_ACHIEVEMENTS = [
-    "group_id", "customer_id", "period_index", "ref_code", "window_start", "window_end", "status",
-    "achieved", "achieved_at", "targets_achieved", "targets_total",
+    "group_id",
+    "customer_id",
+    "period_index",
+    "ref_code",
+    "window_start",
+    "window_end",
+    "status",
+    "achieved",
+    "achieved_at",
+    "targets_achieved",
+    "targets_total",
 ]
 TABLES = (
-    "target_progress", "period_achievements", "streak_runs", "streak_progress", "capping",
-    "capping_adjustments", "leaderboard",
+    "target_progress",
+    "period_achievements",
+    "streak_runs",
+    "streak_progress",
+    "capping",
+    "capping_adjustments",
+    "leaderboard",
 )
 
 
@@ -51,8 +76,9 @@ class GroupScore:
     rewards: list[pl.DataFrame] = field(default_factory=list)
 
 
-def score(sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date,
-          config: Config) -> ScoreResult:
+def score(
+    sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date, config: Config
+) -> ScoreResult:
     """Score `groups` as of day `as_of` from the export frames in `sources`."""
     result = ScoreResult()
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TABLES}
@@ -72,7 +98,9 @@ def score(sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date,
         reward_parts.extend(scored.rewards)
     for name, frames in parts.items():
         frames = [f for f in frames if f.height]
-        result.tables[name] = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+        result.tables[name] = (
+            pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+        )
     reward_parts = [f for f in reward_parts if f.height]
     result.rewards = (
         pl.concat(reward_parts, how="vertical_relaxed") if reward_parts else pl.DataFrame()
@@ -98,6 +126,7 @@ def score_group(ctx: GroupContext) -> GroupScore:
 
 
 # --- records and windows -------------------------------------------------------------------
+
 
 def _limit(frame: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
     """Records up to the end of D, with their local date, inside enrolment."""
@@ -193,7 +222,9 @@ def _with_balance(rows: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
             | (pl.col("end_date") >= ctx.local_date(pl.col("enrolled_at")))
         ).alias("_eligible")
     )
-    first = r.filter(pl.col("_eligible")).group_by("_cust").agg(pl.col("_win").min().alias("_bal_win"))
+    first = (
+        r.filter(pl.col("_eligible")).group_by("_cust").agg(pl.col("_win").min().alias("_bal_win"))
+    )
     return (
         r.join(first, on="_cust", how="left")
         .with_columns(
@@ -209,6 +240,7 @@ def _with_balance(rows: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
 
 # --- one target ----------------------------------------------------------------------------
 
+
 def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataFrame:
     """target_progress rows of one target (collected), with SPEC §11 columns."""
     counted = plan.counted[target.target_id]
@@ -217,15 +249,22 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         base = base.filter(pl.col("target_value").is_not_null())
     base = _with_balance(base, ctx)
     contribs = measures.regular_contributions(
-        counted.join(plan.layout.windows.select(*_win_keys(plan.layout), "start_date"),
-                     on=_win_keys(plan.layout), how="inner"),
+        counted.join(
+            plan.layout.windows.select(*_win_keys(plan.layout), "start_date"),
+            on=_win_keys(plan.layout),
+            how="inner",
+        ),
         target,
     )
     if records.has_returns(ctx, target):
         rets = _limit(records.return_records(ctx, target), ctx)
         placed = returns.placed_returns(
-            ctx, target.entity, rets, counted.select("_bill", "_win"),
-            lambda f: plan.layout.assign(f, ctx), lambda f: plan.layout.assign_next(f, ctx),
+            ctx,
+            target.entity,
+            rets,
+            counted.select("_bill", "_win"),
+            lambda f: plan.layout.assign(f, ctx),
+            lambda f: plan.layout.assign_next(f, ctx),
         )
         contribs = pl.concat([contribs, placed], how="vertical_relaxed")
     prog = measures.progress(base, contribs)
@@ -267,20 +306,34 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
 
 # --- group condition -----------------------------------------------------------------------
 
+
 def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
     """period_achievements: ALL (DEFAULT, STREAK, CAPPING, UNIFIED ALL) or ANY n (SPEC §8)."""
     g = ctx.group
     total = len(g.targets)
-    need = g.combination_count if (g.tracking_type is TrackingType.UNIFIED and g.combination_type == "ANY") else total
+    need = (
+        g.combination_count
+        if (g.tracking_type is TrackingType.UNIFIED and g.combination_type == "ANY")
+        else total
+    )
     keys = ["customer_id", "period_index", "ref_code", "window_start", "window_end", "status"]
     if progress.height == 0:
         cust = progress.schema.get("customer_id", pl.Int64)
-        return pl.DataFrame(schema={
-            "group_id": pl.Int64, "customer_id": cust, "period_index": pl.Int32,
-            "ref_code": pl.String, "window_start": LOCAL_TS, "window_end": LOCAL_TS,
-            "status": pl.String, "achieved": pl.Boolean, "achieved_at": UTC_TS,
-            "targets_achieved": pl.Int32, "targets_total": pl.Int32,
-        })
+        return pl.DataFrame(
+            schema={
+                "group_id": pl.Int64,
+                "customer_id": cust,
+                "period_index": pl.Int32,
+                "ref_code": pl.String,
+                "window_start": LOCAL_TS,
+                "window_end": LOCAL_TS,
+                "status": pl.String,
+                "achieved": pl.Boolean,
+                "achieved_at": UTC_TS,
+                "targets_achieved": pl.Int32,
+                "targets_total": pl.Int32,
+            }
+        )
     # The condition first held at the `need`-th earliest achievement (no record needed = earliest).
     times = pl.col("achieved_at").filter(pl.col("achieved")).sort(nulls_last=False)
     agg = progress.group_by(keys).agg(

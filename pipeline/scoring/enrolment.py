@@ -13,9 +13,6 @@ import polars as pl
 from pipeline.definitions.model import EnrolmentMethod, Target
 from pipeline.scoring.context import DEC, UTC_TS, GroupContext
 
-_NORM = pl.col  # alias for readability below
-
-
 def _norm(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
 
@@ -80,7 +77,9 @@ def attach_target_values(base: pl.LazyFrame, ctx: GroupContext, target: Target) 
     tv_cols, bal_cols = [], []
     for i, (target_match, by_window) in enumerate(levels):
         sel = rows.filter(target_match)
-        sel = sel.filter(pl.col("period_ref").is_not_null() if by_window else pl.col("period_ref").is_null())
+        sel = sel.filter(
+            pl.col("period_ref").is_not_null() if by_window else pl.col("period_ref").is_null()
+        )
         on = ["_cust", "period_ref"] if by_window else ["_cust"]
         lookup = sel.group_by(on).agg(
             pl.col("target_value").drop_nulls().first().alias(f"_tv{i}"),
@@ -94,10 +93,8 @@ def attach_target_values(base: pl.LazyFrame, ctx: GroupContext, target: Target) 
             out = out.join(lookup, on="_cust", how="left")
         tv_cols.append(f"_tv{i}")
         bal_cols.append(f"_ib{i}")
-    if ctx.group.user_created:
-        default = pl.lit(None, dtype=DEC)  # user goals only: defaults never apply
-    else:
-        default = _default_values(target)
+    # userCreated: the customer's own goal only; default values never apply (SPEC §13).
+    default = pl.lit(None, dtype=DEC) if ctx.group.user_created else _default_values(target)
     return out.with_columns(
         pl.coalesce([*(pl.col(c) for c in tv_cols), default]).cast(DEC).alias("target_value"),
         pl.coalesce([pl.col(c) for c in bal_cols]).cast(DEC).alias("_balance_any"),
@@ -111,5 +108,7 @@ def _default_values(target: Target) -> pl.Expr:
         return pl.lit(None, dtype=DEC)
     expr = pl.lit(str(values[-1])).cast(DEC)
     for k in range(len(values) - 1, 0, -1):
-        expr = pl.when(pl.col("_win") == k).then(pl.lit(str(values[k - 1])).cast(DEC)).otherwise(expr)
+        expr = (
+            pl.when(pl.col("_win") == k).then(pl.lit(str(values[k - 1])).cast(DEC)).otherwise(expr)
+        )
     return expr

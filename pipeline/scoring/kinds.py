@@ -17,8 +17,18 @@ if TYPE_CHECKING:
     from pipeline.scoring.engine import GroupPlan, GroupScore
 
 REWARD_COLUMNS = [
-    "kind", "group_id", "group_name", "name", "customer_id", "period_index", "ref_code",
-    "window_start", "window_end", "value", "target_value", "achieved_at",
+    "kind",
+    "group_id",
+    "group_name",
+    "name",
+    "customer_id",
+    "period_index",
+    "ref_code",
+    "window_start",
+    "window_end",
+    "value",
+    "target_value",
+    "achieved_at",
 ]
 
 
@@ -35,8 +45,11 @@ def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan) -> None:
                 pl.col("group_id"),
                 pl.lit(g.name).alias("group_name"),
                 pl.lit(g.name).alias("name"),
-                pl.col("customer_id"), pl.col("period_index"), pl.col("ref_code"),
-                pl.col("window_start"), pl.col("window_end"),
+                pl.col("customer_id"),
+                pl.col("period_index"),
+                pl.col("ref_code"),
+                pl.col("window_start"),
+                pl.col("window_end"),
                 pl.col("targets_achieved").cast(DEC).alias("value"),
                 pl.lit(need).cast(DEC).alias("target_value"),
                 pl.col("achieved_at"),
@@ -62,13 +75,17 @@ def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan) -> None:
 
         caps, adjustments = [], []
         for t in g.targets:
-            points = plan.counted[t.target_id].select(
-                pl.col("_cust").alias("customer_id"),
-                pl.col("_win").cast(pl.Int32).alias("period_index"),
-                pl.col("_k1").alias("points_id"),
-                pl.col("_ts").alias("awarded_at"),
-                pl.col("_attr").fill_null(0).cast(DEC).alias("points"),
-            ).collect()
+            points = (
+                plan.counted[t.target_id]
+                .select(
+                    pl.col("_cust").alias("customer_id"),
+                    pl.col("_win").cast(pl.Int32).alias("period_index"),
+                    pl.col("_k1").alias("points_id"),
+                    pl.col("_ts").alias("awarded_at"),
+                    pl.col("_attr").fill_null(0).cast(DEC).alias("points"),
+                )
+                .collect()
+            )
             cap = out.progress.filter(pl.col("target_id") == t.target_id).select(
                 "customer_id", "period_index", pl.col("target_value").alias("cap")
             )
@@ -92,8 +109,10 @@ def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan) -> None:
 def target_rewards(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
     """TARGET_ACHIEVED: one per achieved target window (DEFAULT, UNIFIED, PERIOD_AGNOSTIC)."""
     names = pl.DataFrame(
-        {"target_id": [t.target_id for t in ctx.group.targets],
-         "name": [t.name for t in ctx.group.targets]},
+        {
+            "target_id": [t.target_id for t in ctx.group.targets],
+            "name": [t.name for t in ctx.group.targets],
+        },
         schema={"target_id": pl.Int64, "name": pl.String},
     )
     return (

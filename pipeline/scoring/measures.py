@@ -40,10 +40,14 @@ def regular_contributions(counted: pl.LazyFrame, target: Target) -> pl.LazyFrame
 
 def _block_extremes(c: pl.LazyFrame, window_type: str, days: int) -> pl.LazyFrame:
     """Sum over blocks of `days` days (from the window's start) of each block's MIN or MAX."""
-    block = ((pl.col("_date") - pl.col("start_date")).dt.total_days().floordiv(max(days, 1))).alias("_block")
+    block = ((pl.col("_date") - pl.col("start_date")).dt.total_days().floordiv(max(days, 1))).alias(
+        "_block"
+    )
     c = c.with_columns(block)
     over = [*KEYS, "_block"]
-    extreme = pl.col("_attr").cum_max() if window_type.upper() == "MAX" else pl.col("_attr").cum_min()
+    extreme = (
+        pl.col("_attr").cum_max() if window_type.upper() == "MAX" else pl.col("_attr").cum_min()
+    )
     c = c.with_columns(extreme.over(over).alias("_run"))
     c = c.with_columns(pl.col("_run").forward_fill().over(over).alias("_run"))
     prev = pl.col("_run").shift(1).over(over)
@@ -64,7 +68,9 @@ def progress(base: pl.LazyFrame, contributions: pl.LazyFrame) -> pl.LazyFrame:
     running = (
         contributions.join(thresholds, on=KEYS, how="inner")
         .sort(ORDER)
-        .with_columns((pl.col("_balance") + pl.col("_contrib").cum_sum().over(KEYS)).alias("_running"))
+        .with_columns(
+            (pl.col("_balance") + pl.col("_contrib").cum_sum().over(KEYS)).alias("_running")
+        )
     )
     agg = running.group_by(KEYS).agg(
         pl.col("_contrib").sum().alias("_measure"),
@@ -72,7 +78,9 @@ def progress(base: pl.LazyFrame, contributions: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("_ts").filter(pl.col("_running") >= pl.col("target_value")).min().alias("_reached"),
     )
     value = (pl.col("_balance") + pl.col("_measure").fill_null(0)).cast(DEC)
-    achieved = (pl.col("target_value").is_not_null() & (pl.col("value") >= pl.col("target_value"))).fill_null(False)
+    achieved = (
+        pl.col("target_value").is_not_null() & (pl.col("value") >= pl.col("target_value"))
+    ).fill_null(False)
     # No record was needed when the opening balance already meets the target (SPEC §13).
     needed = pl.col("_balance") < pl.col("target_value")
     return (
@@ -80,6 +88,9 @@ def progress(base: pl.LazyFrame, contributions: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(value.alias("value"))
         .with_columns(achieved.alias("achieved"))
         .with_columns(
-            pl.when(pl.col("achieved") & needed).then(pl.col("_reached")).otherwise(None).alias("achieved_at")
+            pl.when(pl.col("achieved") & needed)
+            .then(pl.col("_reached"))
+            .otherwise(None)
+            .alias("achieved_at")
         )
     )

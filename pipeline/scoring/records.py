@@ -41,13 +41,16 @@ def _stores(ctx: GroupContext) -> pl.LazyFrame:
     )
 
 
-def _with_store(frame: pl.LazyFrame, ctx: GroupContext, store_col: str = "store_id") -> pl.LazyFrame:
+def _with_store(
+    frame: pl.LazyFrame, ctx: GroupContext, store_col: str = "store_id"
+) -> pl.LazyFrame:
     if store_col not in frame.collect_schema().names():
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(store_col))
     frame = frame.with_columns(pl.col(store_col).cast(pl.String))
     # currentStore.id and the STORE filter are the record's own store id, known or not.
-    return frame.join(_stores(ctx), left_on=store_col, right_on=STORE + "store_id", how="left",
-                      coalesce=False).with_columns(pl.col(store_col).alias(STORE + "store_id"))
+    return frame.join(
+        _stores(ctx), left_on=store_col, right_on=STORE + "store_id", how="left", coalesce=False
+    ).with_columns(pl.col(store_col).alias(STORE + "store_id"))
 
 
 def _txn_type() -> pl.Expr:
@@ -99,13 +102,15 @@ class Resolver:
         )
 
 
-def _spaces(ctx: GroupContext, frame: pl.LazyFrame, **prefixes: str) -> dict[str, tuple[str, set[str]]]:
+def _spaces(
+    ctx: GroupContext, frame: pl.LazyFrame, **prefixes: str
+) -> dict[str, tuple[str, set[str]]]:
     """Which columns each namespace can see: unprefixed export columns, or a joined prefix."""
     names = frame.collect_schema().names()
     out: dict[str, tuple[str, set[str]]] = {}
     for namespace, prefix in prefixes.items():
         if prefix:
-            cols = {n[len(prefix):] for n in names if n.startswith(prefix)}
+            cols = {n[len(prefix) :] for n in names if n.startswith(prefix)}
         else:
             cols = {n for n in names if not n.startswith("_")}
         out[namespace] = (prefix, cols)
@@ -122,8 +127,14 @@ def _filters(target: Target) -> pl.Expr:
     return expr
 
 
-def _pass(ctx: GroupContext, target: Target, frame: pl.LazyFrame,
-          resolver: Callable[[str, str], pl.Expr], *, with_filters: bool = True) -> pl.Expr:
+def _pass(
+    ctx: GroupContext,
+    target: Target,
+    frame: pl.LazyFrame,
+    resolver: Callable[[str, str], pl.Expr],
+    *,
+    with_filters: bool = True,
+) -> pl.Expr:
     rule = compile_rule(target.rule, resolver, ctx.tz).fill_null(False)
     return (rule & _filters(target)) if with_filters else rule
 
@@ -136,7 +147,7 @@ def _txn_attr(target: Target, returns: bool) -> pl.Expr:
         e = pl.col("gross_amount")
     elif t is TargetType.QUANTITY:
         qty = pl.col("qty").abs() if returns else pl.col("qty")
-        e = pl.coalesce(qty, pl.col("__line_qty"), *( [pl.lit(0)] if returns else []))
+        e = pl.coalesce(qty, pl.col("__line_qty"), *([pl.lit(0)] if returns else []))
     elif t is TargetType.EXTENDED_FIELD and target.extended_field:
         e = pl.col(target.extended_field.name)
     else:
@@ -145,8 +156,9 @@ def _txn_attr(target: Target, returns: bool) -> pl.Expr:
     return e.abs() if returns else e
 
 
-def _attr_or_missing(ctx: GroupContext, target: Target, frame: pl.LazyFrame, expr: pl.Expr,
-                     column: str | None) -> pl.Expr:
+def _attr_or_missing(
+    ctx: GroupContext, target: Target, frame: pl.LazyFrame, expr: pl.Expr, column: str | None
+) -> pl.Expr:
     if column is not None and column not in frame.collect_schema().names():
         raise MissingAttributeError(
             f"group {ctx.group.name!r}, target {target.name!r}: attribute {column!r} "
@@ -156,7 +168,10 @@ def _attr_or_missing(ctx: GroupContext, target: Target, frame: pl.LazyFrame, exp
 
 
 def _ext_name(target: Target) -> str | None:
-    if target.type in (TargetType.EXTENDED_FIELD, TargetType.EVENT_ATTRIBUTE) and target.extended_field:
+    if (
+        target.type in (TargetType.EXTENDED_FIELD, TargetType.EVENT_ATTRIBUTE)
+        and target.extended_field
+    ):
         return target.extended_field.name
     return None
 
@@ -164,7 +179,11 @@ def _ext_name(target: Target) -> str | None:
 def _measure_attr(target: Target, attr: pl.Expr) -> pl.Expr:
     """COUNT of an extended field counts its non-null values (SPEC §6.1)."""
     ext = target.extended_field
-    if ext is not None and ext.aggregate_function.upper() == "COUNT" and ext.aggregate_window is None:
+    if (
+        ext is not None
+        and ext.aggregate_function.upper() == "COUNT"
+        and ext.aggregate_window is None
+    ):
         return pl.when(attr.is_not_null()).then(pl.lit(1)).otherwise(pl.lit(0)).cast(DEC)
     return attr
 
@@ -173,22 +192,37 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     """The records of the target's entity that can count, with `_pass` and `_attr`."""
     entity = target.entity
     if entity is TargetEntity.TRANSACTION or (
-        entity is TargetEntity.EVENT and (target.event_name or "").lower() in ("transactionadd", "returnbill")
+        entity is TargetEntity.EVENT
+        and (target.event_name or "").lower() in ("transactionadd", "returnbill")
     ):
-        want = "RETURN" if (target.event_name or "").lower() == "returnbill" and entity is TargetEntity.EVENT else "REGULAR"
+        want = (
+            "RETURN"
+            if (target.event_name or "").lower() == "returnbill" and entity is TargetEntity.EVENT
+            else "REGULAR"
+        )
         t = _transactions(ctx).filter(pl.col("type") == want)
         if target.type is TargetType.QUANTITY:
             t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
         if entity is TargetEntity.EVENT:
-            t = t.with_columns(pl.lit(target.event_name).alias("event_name"),
-                               pl.col("txn_time").alias("event_time"))
+            t = t.with_columns(
+                pl.lit(target.event_name).alias("event_name"),
+                pl.col("txn_time").alias("event_time"),
+            )
         frame = _with_store(t, ctx)
         spaces = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
         if entity is TargetEntity.EVENT:
             spaces["currentEvent"] = spaces["currentTxn"]
         resolver = Resolver(ctx, target, spaces)
         ext = _ext_name(target)
-        attr = _attr_or_missing(ctx, target, frame, _txn_attr(target, False) if ext is None or entity is TargetEntity.TRANSACTION else pl.col(ext).cast(DEC, strict=False), ext)
+        attr = _attr_or_missing(
+            ctx,
+            target,
+            frame,
+            _txn_attr(target, False)
+            if ext is None or entity is TargetEntity.TRANSACTION
+            else pl.col(ext).cast(DEC, strict=False),
+            ext,
+        )
         return frame.select(
             pl.col("customer_id").alias("_cust"),
             _ts("txn_time").alias("_ts"),
@@ -200,8 +234,9 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         )
     if entity is TargetEntity.LINEITEM:
         frame = _line_frame(ctx, "REGULAR")
-        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN,
-                                                 currentStore=STORE))
+        resolver = Resolver(
+            ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE)
+        )
         attr = _line_attr(ctx, target, frame, returns=False)
         return frame.select(
             pl.col(TXN + "customer_id").alias("_cust"),
@@ -217,8 +252,11 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         frame = _with_store(e, ctx)
         resolver = Resolver(ctx, target, _spaces(ctx, frame, currentEvent="", currentStore=STORE))
         ext = _ext_name(target)
-        attr = (_attr_or_missing(ctx, target, frame, pl.col(ext), ext).cast(DEC, strict=False)
-                if ext else _EMPTY_ATTR)
+        attr = (
+            _attr_or_missing(ctx, target, frame, pl.col(ext), ext).cast(DEC, strict=False)
+            if ext
+            else _EMPTY_ATTR
+        )
         return frame.select(
             pl.col("customer_id").alias("_cust"),
             _ts("event_time").alias("_ts"),
@@ -230,12 +268,18 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         )
     # REWARDS: points rows of the target's points type.
     p = ctx.source("points")
-    kind = {TargetType.REGULAR_POINTS: "REGULAR", TargetType.PROMOTIONAL_POINTS: "PROMOTIONAL"}.get(target.type)
+    kind = {TargetType.REGULAR_POINTS: "REGULAR", TargetType.PROMOTIONAL_POINTS: "PROMOTIONAL"}.get(
+        target.type
+    )
     if kind is not None:
         p = p.filter(pl.col("points_type").cast(pl.String).str.to_uppercase() == kind)
     frame = _with_store(p, ctx)
     own = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
-    resolver = Resolver(ctx, target, {**own, "currentEvent": own["currentTxn"], "currentLineItem": own["currentTxn"]})
+    resolver = Resolver(
+        ctx,
+        target,
+        {**own, "currentEvent": own["currentTxn"], "currentLineItem": own["currentTxn"]},
+    )
     return frame.select(
         pl.col("customer_id").alias("_cust"),
         _ts("awarded_at").alias("_ts"),
@@ -296,8 +340,11 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     ``_parent`` is set only when the original bill is a known regular transaction; ``_pass`` is
     the rule and filters applied to the return itself (used only without a known parent).
     """
-    regular_ids = _transactions(ctx).filter(pl.col("type") == "REGULAR").select(
-        pl.col("txn_id").alias("_known"))
+    regular_ids = (
+        _transactions(ctx)
+        .filter(pl.col("type") == "REGULAR")
+        .select(pl.col("txn_id").alias("_known"))
+    )
     if target.entity is TargetEntity.TRANSACTION:
         t = _transactions(ctx).filter(pl.col("type") == "RETURN")
         if target.type is TargetType.QUANTITY:
@@ -315,8 +362,9 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         )
     else:
         frame = _line_frame(ctx, "RETURN")
-        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN,
-                                                 currentStore=STORE))
+        resolver = Resolver(
+            ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE)
+        )
         out = frame.select(
             pl.col(TXN + "customer_id").alias("_cust"),
             _ts(TXN + "txn_time").alias("_ts"),

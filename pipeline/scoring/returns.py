@@ -40,7 +40,9 @@ def placed_returns(
     known = returns.filter(pl.col("_parent").is_not_null())
     if entity is TargetEntity.LINEITEM:
         known = known.filter(pl.col("_rule"))
-    bills = counted_bills.select(pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin")).unique()
+    bills = counted_bills.select(
+        pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin")
+    ).unique()
     known = known.join(bills, on="_parent", how="inner")
     parentless = returns.filter(pl.col("_parent").is_null() & pl.col("_pass"))
     cols = ["_cust", "_win", "_ts", "_k1", "_k2", "_contrib"]

@@ -24,7 +24,12 @@ def fixed_periods(ctx: GroupContext) -> pl.LazyFrame:
             "start_date": [p.start for p in periods],
             "end_date": [p.end for p in periods],
         },
-        schema={"_win": pl.Int32, "ref_code": pl.String, "start_date": pl.Date, "end_date": pl.Date},
+        schema={
+            "_win": pl.Int32,
+            "ref_code": pl.String,
+            "start_date": pl.Date,
+            "end_date": pl.Date,
+        },
     )
     return _decorate(frame, ctx)
 
@@ -63,10 +68,14 @@ def cycles(anchors: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
     """Cycles of a CYCLIC group per customer, from ``anchors`` (``_cust``, ``_anchor`` date, and
     optional ``unenrolled_at``): only cycles that have started by D, not after the group's end."""
     n = ctx.group.max_cycles
-    frame = anchors.with_columns(pl.int_ranges(1, n + 1, dtype=pl.Int32).alias("_win")).explode("_win")
+    frame = anchors.with_columns(pl.int_ranges(1, n + 1, dtype=pl.Int32).alias("_win")).explode(
+        "_win"
+    )
     frame = frame.with_columns(
         cycle_start(pl.col("_anchor"), pl.col("_win"), ctx).alias("start_date"),
-        (cycle_start(pl.col("_anchor"), pl.col("_win") + 1, ctx) - pl.duration(days=1)).alias("end_date"),
+        (cycle_start(pl.col("_anchor"), pl.col("_win") + 1, ctx) - pl.duration(days=1)).alias(
+            "end_date"
+        ),
         pl.lit(None, dtype=pl.String).alias("ref_code"),
     ).filter(pl.col("start_date") <= pl.lit(ctx.as_of))
     if ctx.group.end_date is not None:
@@ -84,14 +93,24 @@ def _cycle_number(ctx: GroupContext) -> pl.Expr:
             - pl.col("_anchor").dt.month().cast(pl.Int32)
         )
         k0 = (elapsed.floordiv(months) + 1).cast(pl.Int32)
-        k = pl.when(cycle_start(pl.col("_anchor"), k0, ctx) > pl.col("_date")).then(k0 - 1).otherwise(k0)
+        k = (
+            pl.when(cycle_start(pl.col("_anchor"), k0, ctx) > pl.col("_date"))
+            .then(k0 - 1)
+            .otherwise(k0)
+        )
     else:
         k = (pl.col("_date") - pl.col("_anchor")).dt.total_days().floordiv(days) + 1
     return pl.when(pl.col("_date") < pl.col("_anchor")).then(0).otherwise(k).cast(pl.Int32)
 
 
-def assign_cycles(records: pl.LazyFrame, cycle_frame: pl.LazyFrame, anchors: pl.LazyFrame,
-                  ctx: GroupContext, *, offset: int = 0) -> pl.LazyFrame:
+def assign_cycles(
+    records: pl.LazyFrame,
+    cycle_frame: pl.LazyFrame,
+    anchors: pl.LazyFrame,
+    ctx: GroupContext,
+    *,
+    offset: int = 0,
+) -> pl.LazyFrame:
     """Add ``_win`` (the cycle holding the record's date, plus `offset`) and keep only records
     whose cycle exists: started by D, within the cycle count and the group's dates.
 
