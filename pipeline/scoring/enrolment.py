@@ -13,6 +13,7 @@ import polars as pl
 from pipeline.definitions.model import EnrolmentMethod, Target
 from pipeline.scoring.context import DEC, UTC_TS, GroupContext
 
+
 def _norm(expr: pl.Expr) -> pl.Expr:
     return expr.cast(pl.String).str.strip_chars().str.to_lowercase()
 
