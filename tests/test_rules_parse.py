@@ -250,6 +250,19 @@ def test_injection_attempts_are_rule_errors(source: str) -> None:
         parse_rule(source, None)
 
 
+def test_negative_literal_keeps_every_digit() -> None:
+    # Regression: negating through the default 28-digit context rounded long literals.
+    digits = "145171438245.87754192559848659"
+    assert parse_text(f"-{digits}") == Literal(Decimal(f"-{digits}"))
+    assert parse_json(
+        {
+            "arity": "unary_operation",
+            "value": "-",
+            "operands": [{"arity": "literal", "value": digits, "type": "number:primitive"}],
+        }
+    ) == Literal(Decimal(f"-{digits}"))
+
+
 def test_dunder_attributes_are_only_column_names() -> None:
     # Names are looked up as columns of a frame, never as Python attributes.
     assert parse_text("currentTxn.__class__.__bases__ > 1") == Binary(

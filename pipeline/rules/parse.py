@@ -285,7 +285,7 @@ class _TextParser:
             if tok.text == "-" and bare_number and self.i == start + 1:
                 # `-5` is the literal -5, as in the AST form; `-(5)` stays a negation.
                 assert isinstance(operand, Literal) and isinstance(operand.value, Decimal)
-                return Literal(-operand.value), 1
+                return Literal(operand.value.copy_negate()), 1
             return Unary(tok.text, operand), self.deep(height + 1, tok)
         if tok.kind == "end":
             raise self.error("unexpected end of rule (expected a value)", tok)
@@ -431,7 +431,7 @@ class _AstReader:
             if op not in UNARY_OPERATORS:
                 raise self.error(f"unknown unary operator {op!r}", path)
             if op == "-" and isinstance(operand, Literal) and isinstance(operand.value, Decimal):
-                return Literal(-operand.value)  # the same tree as the text `-5`
+                return Literal(operand.value.copy_negate())  # the same tree as the text `-5`
             return Unary(op, operand)
         if arity == "function_call":
             name = obj.get("value")
