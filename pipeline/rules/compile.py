@@ -159,6 +159,9 @@ class _Compiler:
         name, args = node.name, node.args
         if name in ("contains", "matches"):
             text, pattern = (self.expr(a, RuleType.STRING) for a in args)
+            if any(result_type(a) is RuleType.NULL for a in args):
+                # Also sidesteps polars failing to broadcast `null.str.contains(col)`.
+                return pl.lit(None, dtype=pl.Boolean)
             if isinstance(args[1], Literal) and isinstance(args[1].value, str):
                 pattern = args[1].value  # a plain pattern lets polars compile the regex once
             return text.str.contains(pattern, literal=name == "contains")
@@ -203,13 +206,17 @@ class _Compiler:
         domain = _domain(list(node.args))
         value = self.expr(target, domain)
         parts: list[pl.Expr] = []
+        # One `is_in` for the literal candidates of an attribute (a long store list stays one
+        # vectorised lookup); a constant target does not broadcast through `is_in` in polars.
+        batch = bool(rule_columns(target))
         constants = [c.value for c in candidates if isinstance(c, Literal) and c.value is not None]
-        if constants and result_type(target) is not RuleType.NULL:
+        if batch and constants:
             values = pl.Series(constants, dtype=_DTYPES.get(domain or RuleType.BOOLEAN))
             parts.append(value.is_in(values.implode()))
         for candidate in candidates:
-            if not isinstance(candidate, Literal):
-                parts.append(value == self.expr(candidate, domain))
+            if isinstance(candidate, Literal) and (batch or candidate.value is None):
+                continue
+            parts.append(value == self.expr(candidate, domain))
         if result_type(target) is RuleType.NULL or any(
             isinstance(c, Literal) and c.value is None for c in candidates
         ):
