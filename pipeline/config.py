@@ -97,5 +97,5 @@ def load_config(path: Path | None, *, required: bool = False) -> Config:
         ) from exc
     if "output_dir" in values:
         out = Path(str(values["output_dir"]))
-        values["output_dir"] = out if out.is_absolute() else path.parent / out
+        values["output_dir"] = out if out.is_absolute() else (path.parent / out).resolve()
     return Config(**values)  # type: ignore[arg-type]

@@ -67,7 +67,8 @@ class Workspace:
         else:
             # Fallback: the project folder the command runs in (see docs/decisions.md).
             cfg = load_config(Path.cwd() / CONFIG_NAME)
-        if not cfg.output_dir.is_absolute() and cfg.source is None:
+        # Unset output.dir: ./rewards beside the database (a set one is absolute by now).
+        if not cfg.output_dir.is_absolute():
             cfg = _with_output_dir(cfg, db_path.parent / cfg.output_dir)
         return cls(db_path=db_path, config=cfg)
 

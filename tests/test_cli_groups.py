@@ -172,7 +172,11 @@ def test_validate_sees_registered_names(runner: CliRunner, db_path: Path) -> Non
     assert env["errors"][0]["code"] == 310069
 
 
-def test_leaderboard_seed_needs_the_org_switch(runner: CliRunner, db_path: Path) -> None:
+def test_leaderboard_seed_needs_the_org_switch(
+    runner: CliRunner, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Away from the repository, whose milestones.toml turns leaderboards on.
+    monkeypatch.chdir(db_path.parent)
     seed = str(GROUPS_DIR / "seed_leaderboard_monthly.json")
     result = runner.invoke(main, ["--db", str(db_path), "groups", "validate", seed])
     assert result.exit_code == 1
