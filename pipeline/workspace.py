@@ -169,11 +169,11 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
 
 def customer_id_type(con: duckdb.DuckDBPyConnection) -> str:
     """'BIGINT' or 'VARCHAR': the type customer ids were first loaded with."""
-    row = con.execute(
+    rows = con.execute(
         "SELECT data_type FROM information_schema.columns "
         "WHERE table_name = 'target_progress' AND column_name = 'customer_id'"
-    ).fetchone()
-    return str(row[0]) if row else "BIGINT"
+    ).fetchall()
+    return str(rows[0][0]) if rows else "BIGINT"
 
 
 def set_customer_id_type(con: duckdb.DuckDBPyConnection, type_name: str) -> None:
@@ -190,8 +190,8 @@ def set_customer_id_type(con: duckdb.DuckDBPyConnection, type_name: str) -> None
     for table in CUSTOMER_TABLES:
         if table not in existing:
             continue
-        n = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchone()
-        if n and n[0]:
+        n = con.execute(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()[0]
+        if n[0]:
             raise InputError(
                 f"customer ids were loaded as {customer_id_type(con)} but this file has "
                 f"{type_name} ids; load every export with the same kind of customer_id"
@@ -201,9 +201,11 @@ def set_customer_id_type(con: duckdb.DuckDBPyConnection, type_name: str) -> None
         for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
     ]
     for v in views:
-        con.execute(f"DROP VIEW IF EXISTS {quote_ident(v)}")
+        con.execute(f"DROP VIEW IF EXISTS {quote_ident(v)}").fetchall()
     for table in CUSTOMER_TABLES:
         if table in existing:
-            con.execute(f"ALTER TABLE {quote_ident(table)} ALTER customer_id TYPE {type_name}")
+            con.execute(
+                f"ALTER TABLE {quote_ident(table)} ALTER customer_id TYPE {type_name}"
+            ).fetchall()
     for path in view_files():
-        con.execute(path.read_text(encoding="utf-8"))
+        con.execute(path.read_text(encoding="utf-8")).fetchall()
