@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.errors import InputError
 from pipeline.loading.kinds import ColumnType
 from pipeline.loading.schemas import TYPED
+from pipeline.loading.sql import run, staged
 from pipeline.workspace import quote_ident
 
 RAW_VIEW = "__ms_raw"
@@ -74,20 +75,19 @@ def _timestamps(
         f"TRY_CAST({quote_ident(c)} AS TIMESTAMPTZ) AS {quote_ident(TYPED + c)}"
         for c in stamps.columns
     )
-    previous = con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    previous = run(con, "SELECT current_setting('TimeZone')")[0][0]
     try:
-        con.execute(f"SET TimeZone = '{timezone.replace(chr(39), '')}'")
+        run(con, f"SET TimeZone = '{timezone.replace(chr(39), '')}'")
     except duckdb.Error as exc:
         raise InputError(
             f"org.timezone {timezone!r} is not a zone DuckDB knows; "
             "use an IANA name like 'Asia/Kolkata'"
         ) from exc
-    con.register(RAW_VIEW, stamps)
     try:
-        table = con.sql(f"SELECT {casts} FROM {RAW_VIEW}").to_arrow_table()
+        with staged(con, RAW_VIEW, stamps):
+            table = con.sql(f"SELECT {casts} FROM {RAW_VIEW}").to_arrow_table()
     finally:
-        con.unregister(RAW_VIEW)
-        con.execute(f"SET TimeZone = '{str(previous).replace(chr(39), '')}'")
+        run(con, f"SET TimeZone = '{str(previous).replace(chr(39), '')}'")
     twins = pl.from_arrow(table)
     assert isinstance(twins, pl.DataFrame)
     return twins.with_columns(pl.all().dt.convert_time_zone("UTC"))

@@ -23,6 +23,7 @@ from pipeline.loading.convert import add_typed
 from pipeline.loading.kinds import ColumnType, Kind, get_kind
 from pipeline.loading.readers import ROW, expand_paths, read_raw
 from pipeline.loading.schemas import TXN_TYPE, TYPED, typed
+from pipeline.loading.sql import run, staged
 from pipeline.loading.validate import Checked, check
 from pipeline.workspace import customer_id_type, quote_ident, set_customer_id_type
 
@@ -103,12 +104,12 @@ def load_exports(
     k = get_kind(kind)
     files = expand_paths(list(paths))
     say = progress or (lambda _msg: None)
-    con.execute("BEGIN TRANSACTION")
+    run(con, "BEGIN TRANSACTION")
     try:
         report = _load(con, k, files, timezone, say)
-        con.execute("COMMIT")
+        run(con, "COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        run(con, "ROLLBACK")
         raise
     return report
 
@@ -153,7 +154,7 @@ def _load(
     _check_references(con, kind, files)
 
     for name, sql in new_extras.items():
-        con.execute(f"ALTER TABLE {quote_ident(kind.table)} ADD COLUMN {quote_ident(name)} {sql}")
+        run(con, f"ALTER TABLE {quote_ident(kind.table)} ADD COLUMN {quote_ident(name)} {sql}")
 
     reports = []
     for f in files:
@@ -163,11 +164,12 @@ def _load(
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    rows = con.execute(
+    rows = run(
+        con,
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_name = ? ORDER BY ordinal_position",
         [table],
-    ).fetchall()
+    )
     return {str(n): str(t) for n, t in rows}
 
 
@@ -255,14 +257,11 @@ def _check_references(con: duckdb.DuckDBPyConnection, kind: Kind, files: list[_F
 
 def _loaded_txns(con: duckdb.DuckDBPyConnection, wanted: pl.DataFrame) -> pl.DataFrame:
     """The (txn_id, type) of loaded transactions among `wanted`."""
-    con.register(STAGE, wanted)
-    try:
+    with staged(con, STAGE, wanted):
         table = con.sql(
             f"SELECT t.txn_id, t.type FROM transactions AS t "
             f"SEMI JOIN {STAGE} AS w ON t.txn_id = w.txn_id"
         ).to_arrow_table()
-    finally:
-        con.unregister(STAGE)
     out = pl.from_arrow(table)
     assert isinstance(out, pl.DataFrame)
     return out
@@ -297,19 +296,17 @@ def _write(
 ) -> FileReport:
     assert f.result is not None
     good, rejects = f.result.good, f.result.rejects
-    load_id = int(con.execute("SELECT nextval('load_ids')").fetchall()[0][0])
+    load_id = int(run(con, "SELECT nextval('load_ids')")[0][0])
     if good.height:
         say(f"{f.path}: writing {good.height:,} rows")
         stage = _final(kind, good, f.columns, extras)
-        con.register(STAGE, stage)
-        try:
-            table = quote_ident(kind.table)
+        table = quote_ident(kind.table)
+        with staged(con, STAGE, stage):
             if _has_rows(con, kind.table):
-                con.execute(f"DELETE FROM {table} AS t USING {STAGE} AS s WHERE {_key_match(kind)}")
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {STAGE}")
-        finally:
-            con.unregister(STAGE)
-    con.execute(
+                run(con, f"DELETE FROM {table} AS t USING {STAGE} AS s WHERE {_key_match(kind)}")
+            run(con, f"INSERT INTO {table} BY NAME SELECT * FROM {STAGE}")
+    run(
+        con,
         "INSERT INTO loads (load_id, kind, path, rows_read, rows_loaded, rows_rejected, loaded_at) "
         "VALUES (?, ?, ?, ?, ?, ?, now())",
         [load_id, kind.name, str(f.path), f.frame.height, good.height, rejects.height],
@@ -323,11 +320,8 @@ def _write(
             pl.col("record"),
             pl.col("reason"),
         )
-        con.register(STAGE, out)
-        try:
-            con.execute(f"INSERT INTO rejects BY NAME SELECT * FROM {STAGE}")
-        finally:
-            con.unregister(STAGE)
+        with staged(con, STAGE, out):
+            run(con, f"INSERT INTO rejects BY NAME SELECT * FROM {STAGE}")
     return FileReport(
         load_id, str(f.path), f.frame.height, good.height, rejects.height, f.result.reasons
     )
@@ -335,7 +329,7 @@ def _write(
 
 def _has_rows(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     sql = f"SELECT EXISTS (SELECT 1 FROM {quote_ident(table)})"
-    return bool(con.execute(sql).fetchall()[0][0])
+    return bool(run(con, sql)[0][0])
 
 
 def _key_match(kind: Kind) -> str:

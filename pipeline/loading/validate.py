@@ -92,7 +92,7 @@ def check(
     )
     problems = failures.select(
         pl.col("index").cast(pl.UInt32).alias("index"),
-        pl.col("check_number").fill_null(-1).alias("order"),
+        pl.int_range(pl.len()).alias("order"),  # pandera's order: columns, then their checks
         _reason_key().alias("key"),
         _reason_text().alias("text"),
     )
