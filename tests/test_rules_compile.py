@@ -289,9 +289,19 @@ def _reference_binary(node: Binary, row: dict[str, Any], tz: str) -> Any:
                 return _q(left - right * (left / right).to_integral_value(rounding=ROUND_FLOOR))
             ops = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
             return _q(ops[node.op](left, right))
-    domain = _domain([node.left, node.right])
-    left, right = reference(node.left, row, tz, domain), reference(node.right, row, tz, domain)
-    return None if left is None or right is None else _CMP[node.op](left, right)
+    return _reference_compare(node.op, node.left, node.right, row, tz)
+
+
+def _reference_compare(op: str, a: Node, b: Node, row: dict[str, Any], tz: str) -> Any:
+    domain = _domain([a, b])
+    left, right = reference(a, row, tz, domain), reference(b, row, tz, domain)
+    if domain is RuleType.NUMBER and op in ("==", "!="):
+        # Text that is not a number equals no number (raw value present, number absent).
+        for node, own, other in ((a, left, right), (b, right, left)):
+            named = isinstance(node, Name) and row[node.column] is not None
+            if named and own is None and other is not None:
+                return op == "!="
+    return None if left is None or right is None else _CMP[op](left, right)
 
 
 def _reference_call(node: Call, row: dict[str, Any], tz: str) -> Any:
@@ -299,12 +309,9 @@ def _reference_call(node: Call, row: dict[str, Any], tz: str) -> Any:
     if name in ("isNull", "isNotNull"):
         return (reference(args[0], row, tz) is None) == (name == "isNull")
     if name == "in":
-        domain = _domain(list(args))
-        value = reference(args[0], row, tz, domain)
-        hits = [
-            None if value is None else _eq(value, reference(c, row, tz, domain)) for c in args[1:]
-        ]
-        return True if True in hits else (None if None in hits else False)
+        if reference(args[0], row, tz) is None:
+            return None
+        return any(_reference_compare("==", args[0], c, row, tz) is True for c in args[1:])
     text = name in ("contains", "matches")
     wants = [RuleType.STRING] * 2 if text else [None, RuleType.NUMBER, RuleType.NUMBER]
     values = [reference(a, row, tz, want) for a, want in zip(args, wants, strict=False)]
@@ -323,10 +330,6 @@ def _reference_call(node: Call, row: dict[str, Any], tz: str) -> Any:
     if name in parts:
         return Decimal(parts[name])
     return (local.isoweekday() >= 6) == (name == "isWeekend")
-
-
-def _eq(left: Any, right: Any) -> bool | None:
-    return None if right is None else left == right
 
 
 def nm(column: str) -> Name:

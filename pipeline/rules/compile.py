@@ -5,22 +5,26 @@ The compiler knows no dtypes (the engine's `resolve` hands back bare column expr
 
 - next to a number (a literal, arithmetic, `day()`...) it is read as `Decimal(38, 4)`, non-strictly:
   integer and decimal columns compare exactly and never through float, and a text id such as
-  `store_id = "50679757"` compares as the number 50679757 (text that is not a number is null);
+  `store_id = "50679757"` compares as the number 50679757; text that is not a number equals no
+  number (`==` false, `!=` true) and orders as null;
 - next to text (a string literal, `contains`, `matches`) it is read as text, so an integer id
-  column compares with `"50679757"` too;
+  column compares with `"50679757"` too; a record timestamp (`currentTxn.date`...) against an ISO
+  date text compares as instants, a naive text being wall-clock time in the group's zone;
 - otherwise (attribute against attribute, a bare boolean attribute) it is used as loaded.
 
 Arithmetic is exact `Decimal(38, 4)`: each result is rounded half-to-even to 4 places, `%` takes
 the sign of the divisor, and a division or modulo by zero is null. Null propagates through
 comparisons and arithmetic; `&&`, `||` and `!` are polars' Kleene operators (`null || true` is
-true, `null && false` is false).
+true, `null && false` is false). `in(x, ...)` is null only when x is null.
 """
 
 from __future__ import annotations
 
 import operator
+import re
 import zoneinfo
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
 
@@ -30,7 +34,9 @@ from pipeline.errors import InputError
 from pipeline.rules.check import (
     ARITHMETIC,
     DATE_FUNCTIONS,
+    EQUALITY,
     LOGICAL,
+    NUMBER_FUNCTIONS,
     RuleType,
     check_rule,
     result_type,
@@ -38,6 +44,10 @@ from pipeline.rules.check import (
 from pipeline.rules.tree import Binary, Call, Literal, Name, Node, Unary
 
 DECIMAL = pl.Decimal(38, 4)
+TIMESTAMP_COLUMNS = frozenset({"txn_time", "event_time", "awarded_at"})  # SPEC §3
+_ISO_DATE = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}:\d{2})?"
+)
 
 Resolve = Callable[[str, str], pl.Expr]
 """(namespace, column) -> the column's expression; raises `MissingAttributeError` when absent."""
@@ -120,6 +130,11 @@ class _Compiler:
             if want is RuleType.STRING:
                 return column.cast(pl.String)
             return column
+        if result_type(node) is RuleType.NUMBER and _always_null(node):
+            for namespace, column in rule_columns(node):
+                self.resolve(namespace, column)  # a missing attribute is still reported
+            # Folded here: polars' optimiser mis-broadcasts arithmetic on null literals.
+            return pl.lit(None, dtype=DECIMAL)
         if isinstance(node, Unary):
             if node.op == "!":
                 return ~self.expr(node.operand, RuleType.BOOLEAN)
@@ -149,17 +164,55 @@ class _Compiler:
                 # Both branches of a `when` are evaluated, so zero divisors are nulled first.
                 right = pl.when(right != 0).then(right)
             return _ARITHMETIC[node.op](left, right)
-        domain = _domain([node.left, node.right])
-        left, right = self.expr(node.left, domain), self.expr(node.right, domain)
-        if RuleType.NULL in (result_type(node.left), result_type(node.right)):
+        return self.compare(node.op, node.left, node.right)
+
+    def compare(self, op: str, left_node: Node, right_node: Node) -> pl.Expr:
+        stamps = self.instants(left_node, right_node)
+        if stamps is not None:
+            return _COMPARE[op](*stamps)
+        domain = _domain([left_node, right_node])
+        left, right = self.expr(left_node, domain), self.expr(right_node, domain)
+        if _always_null(left_node) or _always_null(right_node):
             return pl.lit(None, dtype=pl.Boolean)  # a comparison with null is null
-        return _COMPARE[node.op](left, right)
+        result = _COMPARE[op](left, right)
+        if domain is RuleType.NUMBER and op in EQUALITY:
+            # Text that is not a number equals no number: `storeId != 5` holds for "S-9".
+            for node, own, other in ((left_node, left, right), (right_node, right, left)):
+                if isinstance(node, Name):
+                    raw = self.resolve(node.namespace, node.column)
+                    odd = raw.is_not_null() & own.is_null() & other.is_not_null()
+                    result = pl.when(odd).then(pl.lit(op == "!=")).otherwise(result)
+        return result
+
+    def instants(self, left: Node, right: Node) -> tuple[pl.Expr, pl.Expr] | None:
+        """A record timestamp against an ISO date text ("2024-02-01", naive = the group's zone)
+        compares as instants, not as text."""
+        for stamp, text, flip in ((left, right, False), (right, left, True)):
+            if _is_timestamp(stamp) and (moment := self.instant(text)) is not None:
+                assert isinstance(stamp, Name)
+                column = self.resolve(stamp.namespace, stamp.column)
+                value = pl.lit(moment, dtype=pl.Datetime("us", "UTC"))
+                return (value, column) if flip else (column, value)
+        return None
+
+    def instant(self, node: Node) -> datetime | None:
+        if not (isinstance(node, Literal) and isinstance(node.value, str)):
+            return None
+        if not _ISO_DATE.fullmatch(node.value):
+            return None
+        try:
+            moment = datetime.fromisoformat(node.value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zoneinfo.ZoneInfo(self.zone()))
+        return moment.astimezone(UTC)
 
     def call(self, node: Call) -> pl.Expr:
         name, args = node.name, node.args
         if name in ("contains", "matches"):
             text, pattern = (self.expr(a, RuleType.STRING) for a in args)
-            if any(result_type(a) is RuleType.NULL for a in args):
+            if any(_always_null(a) for a in args):
                 # Also sidesteps polars failing to broadcast `null.str.contains(col)`.
                 return pl.lit(None, dtype=pl.Boolean)
             if isinstance(args[1], Literal) and isinstance(args[1].value, str):
@@ -177,7 +230,7 @@ class _Compiler:
         name, args = node.name, node.args
         kind = RuleType.NUMBER if name in ("day", "month", "year", "weekday") else RuleType.BOOLEAN
         hours = [self.expr(a, RuleType.NUMBER) for a in args[1:]]
-        if result_type(args[0]) is RuleType.NULL:
+        if _always_null(args[0]):
             return pl.lit(None, dtype=_DTYPES[kind])
         local = self.expr(args[0], None).dt.convert_time_zone(self.zone())
         if name in ("day", "month", "year", "weekday"):
@@ -200,28 +253,29 @@ class _Compiler:
         )
 
     def in_list(self, node: Call) -> pl.Expr:
-        """`in(x, a, b, ...)` is `x == a || x == b || ...`, SQL's IN: null when x is null, or when
-        nothing matches and a candidate is null."""
+        """`in(x, a, b, ...)`: whether x equals a candidate. Null only when x is null; null
+        candidates are skipped, so `in(x, "a", null)` is false for "b", not null."""
         target, candidates = node.args[0], node.args[1:]
         domain = _domain(list(node.args))
-        value = self.expr(target, domain)
+        live = [c for c in candidates if not _always_null(c)]
+        if _always_null(target):
+            for candidate in live:
+                self.expr(candidate, domain)  # still resolve every attribute
+            return pl.lit(None, dtype=pl.Boolean)
+        # One `is_in` for the literal candidates of an attribute keeps a long store list one
+        # vectorised lookup; a constant target does not broadcast through `is_in` in polars.
+        batch = bool(rule_columns(target)) and not _is_timestamp(target)
         parts: list[pl.Expr] = []
-        # One `is_in` for the literal candidates of an attribute (a long store list stays one
-        # vectorised lookup); a constant target does not broadcast through `is_in` in polars.
-        batch = bool(rule_columns(target))
-        constants = [c.value for c in candidates if isinstance(c, Literal) and c.value is not None]
-        if batch and constants:
+        constants = [c.value for c in live if isinstance(c, Literal)] if batch else []
+        if constants:
             values = pl.Series(constants, dtype=_DTYPES.get(domain or RuleType.BOOLEAN))
-            parts.append(value.is_in(values.implode()))
-        for candidate in candidates:
-            if isinstance(candidate, Literal) and (batch or candidate.value is None):
-                continue
-            parts.append(value == self.expr(candidate, domain))
-        if result_type(target) is RuleType.NULL or any(
-            isinstance(c, Literal) and c.value is None for c in candidates
-        ):
-            parts.append(pl.lit(None, dtype=pl.Boolean))
-        return reduce(operator.or_, parts)
+            parts.append(self.expr(target, domain).is_in(values.implode()).fill_null(False))
+        for candidate in live:
+            if not (constants and isinstance(candidate, Literal)):
+                parts.append(self.compare("==", target, candidate).fill_null(False))
+        hit = reduce(operator.or_, parts) if parts else pl.lit(False)
+        present = self.expr(target, None).is_not_null()  # as loaded: "S-9" is present
+        return pl.when(present).then(hit).otherwise(pl.lit(None, dtype=pl.Boolean))
 
     def zone(self) -> str:
         if not self.tz_checked:
@@ -233,6 +287,24 @@ class _Compiler:
                 ) from None
             self.tz_checked = True
         return self.tz
+
+
+def _always_null(node: Node) -> bool:
+    """Null whatever the record: `null`, and numbers computed from it (`-null`, `1 + null`,
+    `day(null)`). Depth is bounded by `check_rule`."""
+    if isinstance(node, Literal):
+        return node.value is None
+    if isinstance(node, Unary):
+        return node.op == "-" and _always_null(node.operand)
+    if isinstance(node, Binary):
+        return node.op in ARITHMETIC and (_always_null(node.left) or _always_null(node.right))
+    if isinstance(node, Call):
+        return node.name in NUMBER_FUNCTIONS and _always_null(node.args[0])
+    return False
+
+
+def _is_timestamp(node: Node) -> bool:
+    return isinstance(node, Name) and node.column in TIMESTAMP_COLUMNS
 
 
 def _domain(nodes: list[Node]) -> RuleType | None:
