@@ -332,6 +332,19 @@ def test_text_customer_ids_keep_their_type() -> None:
     assert rewards_of(rewards) == [("b", "two", 2, 2, 2)]
 
 
+def test_integer_ids_too_far_apart_to_pack_into_one_sort_key() -> None:
+    far = {2**62: "AMA", -(2**62): "AA", 0: "MA"}
+    frame = achievements(far).reverse()  # out of order, so the sort runs
+    runs, progress, _ = streak_tables(frame, group([]))
+    assert runs.select("customer_id", "start_period_index", "length").rows() == [
+        (-(2**62), 1, 2),
+        (0, 2, 1),
+        (2**62, 1, 1),
+        (2**62, 3, 1),
+    ]
+    assert progress["customer_id"].to_list() == [-(2**62), 0, 2**62]
+
+
 # --- property: the vectorised tables equal a per-customer loop ------------------------------
 
 
@@ -386,7 +399,7 @@ def loop_reference(
 def histories(draw: st.DrawFn) -> tuple[pl.DataFrame, list[tuple[str, int]], bool, int]:
     windows = draw(st.integers(1, 9))
     text_ids = draw(st.booleans())
-    customers = draw(st.lists(st.integers(1, 30), min_size=0, max_size=5, unique=True))
+    customers = draw(st.lists(st.integers(-5, 30), min_size=0, max_size=5, unique=True))
     running = draw(st.booleans())  # does the last window run (as of D) or has it ended?
     letters = st.sampled_from("AAMM.")
     last = st.sampled_from("Rr." if running else "AM.")

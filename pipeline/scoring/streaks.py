@@ -82,14 +82,14 @@ def streak_tables(
     levels = _sorted_levels(group)
     windows = _sorted_windows(achievements)
     grace = group.streak_grace_windows if group.streak_continuous else 0
-    events = _events(windows, grace)
+    events = _events(windows, grace, group.streak_continuous)
     if group.streak_continuous:
-        runs, count = _runs(events, group.group_id), "_run_count"
+        runs = _runs(events, group.group_id)
     else:
-        runs, count = _total_run(events, group.group_id), "_total"
+        runs = _total_run(events, group.group_id)
     customers = windows.filter(_changes(pl.col("customer_id"))).select("customer_id")
     progress = _progress(customers, runs, levels, group)
-    rewards = _level_rewards(achievements, events, count, levels, group.group_id)
+    rewards = _level_rewards(achievements, events, levels, group.group_id)
     return runs, progress, rewards
 
 
@@ -128,18 +128,41 @@ def _sorted_windows(achievements: pl.DataFrame) -> pl.DataFrame:
         (customer == customer.shift(1)) & (period > period.shift(1))
     )
     if not narrow.select(in_order.fill_null(True).all()).item():
-        narrow = narrow.sort("customer_id", "period_index")
+        narrow = narrow.sort(_packed_key(narrow))
     # Sorted by customer now: lets group_by take its sorted fast path.
     return narrow.with_columns(customer.set_sorted())
 
 
-def _events(windows: pl.DataFrame, grace: int) -> pl.DataFrame:
-    """The windows that matter to runs, with run membership, run number and running counts.
+def _packed_key(narrow: pl.DataFrame) -> pl.Expr | list[str]:
+    """One Int64 holding (customer, window) when both fit, else the two columns.
 
-    Columns added: `_first`/`_last` (the customer's first/last such window), `_in_run` (the
-    window is inside a run once it is processed), `_start` (it opens a run), `_run` (global run
-    number, meaningful where `_in_run`), `_run_count` (achieved windows of the run so far) and
-    `_total` (achieved windows of the customer so far).
+    Sorting on one integer is about three times faster than polars' two-column sort on 24M
+    shuffled rows; text ids (or ids too far apart to pack) take the two-column sort.
+    """
+    both = ["customer_id", "period_index"]
+    if narrow.is_empty() or not narrow.schema["customer_id"].is_integer():
+        return both
+    customer, period = pl.col("customer_id"), pl.col("period_index")
+    low, high, first, last = narrow.select(
+        customer.min().alias("low"),
+        customer.max().alias("high"),
+        period.min().alias("first"),
+        period.max().alias("last"),
+    ).row(0)
+    bits = (last - first).bit_length()
+    if high - low >= 2 ** (62 - bits):
+        return both
+    offset = (customer - low).cast(pl.Int64) * 2**bits
+    return offset + (period - first).cast(pl.Int64)
+
+
+def _events(windows: pl.DataFrame, grace: int, continuous: bool) -> pl.DataFrame:
+    """The windows that matter to runs, with the streak count reached at each.
+
+    Columns added: `_first`/`_last` (the customer's first/last such window) and `_count`
+    (continuous: achieved windows of the current run so far; non-continuous: of the customer).
+    Continuous also gets `_in_run` (the window is inside a run once it is processed), `_start`
+    (it opens a run) and `_run` (global run number, meaningful where `_in_run`).
     """
     achieved = pl.col("achieved")
     events = (
@@ -150,17 +173,18 @@ def _events(windows: pl.DataFrame, grace: int) -> pl.DataFrame:
             _cum=achieved.cast(pl.Int32).cum_sum(),
         )
     )
+    # Counts are a global cumulative sum minus its value where the run (or customer) began.
+    if not continuous:
+        base = pl.when(pl.col("_first")).then(pl.col("_cum") - achieved.cast(pl.Int32))
+        return events.with_columns(_count=pl.col("_cum") - base.forward_fill())
     in_run = _in_run_with_grace(events, grace) if grace > 0 else events["achieved"]
     events = events.with_columns(_in_run=in_run).with_columns(
         _start=achieved & (pl.col("_first") | ~pl.col("_in_run").shift(1).fill_null(False))
     )
-    # Counts are global cumulative sums minus their value where the run (or customer) began.
-    run_base = pl.when(pl.col("_start")).then(pl.col("_cum") - 1).forward_fill()
-    customer_base = pl.when(pl.col("_first")).then(pl.col("_cum") - achieved.cast(pl.Int32))
+    base = pl.when(pl.col("_start")).then(pl.col("_cum") - 1).forward_fill()
     return events.with_columns(
-        _run=pl.col("_start").cum_sum(),
-        _run_count=(pl.col("_cum") - run_base).cast(pl.Int32),
-        _total=(pl.col("_cum") - customer_base.forward_fill()).cast(pl.Int32),
+        _run=pl.col("_start").cast(pl.UInt32).cum_sum().set_sorted(),
+        _count=pl.col("_cum") - base,
     )
 
 
@@ -228,32 +252,31 @@ def _transitions(grace: int) -> tuple[pl.Series, pl.Series, int, int]:
 
 
 def _runs(events: pl.DataFrame, group_id: int) -> pl.DataFrame:
-    """Continuous: one row per run, read off the run's last member window.
+    """Continuous: one row per run.
 
-    Members of a run are contiguous and start with an achieved window, so forward fills never
-    leak from one run into the next. Every miss forgiven while the run was alive counts in
-    `graces_used`, also one after the run's last achieved window (pending, or spent before the
-    run broke); `end_period_index` is always an achieved window.
+    Every miss forgiven while the run was alive counts in `graces_used`, also one after the
+    run's last achieved window (pending, or spent before the run broke); `end_period_index` is
+    always an achieved window. `_run` is sorted, so the group_by takes its sorted fast path.
     """
-    achieved, row = pl.col("achieved"), pl.col("_i")
-    members = events.filter(pl.col("_in_run")).with_columns(
-        _i=pl.int_range(pl.len(), dtype=pl.Int64)
-    )
-    ends = members.with_columns(
-        start_period_index=pl.when(pl.col("_start")).then(pl.col("period_index")).forward_fill(),
-        end_period_index=pl.when(achieved).then(pl.col("period_index")).forward_fill(),
-        length=pl.when(achieved).then(pl.col("_run_count")).forward_fill(),
-        _i_start=pl.when(pl.col("_start")).then(row).forward_fill(),
-    ).filter(_changes(pl.col("_run"), -1))
-    return ends.select(
-        pl.lit(group_id, pl.Int64).alias("group_id"),
-        pl.col("customer_id").set_sorted(),
-        pl.col("start_period_index").cast(pl.Int32),
-        pl.col("end_period_index").cast(pl.Int32),
-        pl.col("length").cast(pl.Int32),
-        # The customer's last window is inside this run: it is the one still open as of D.
-        pl.col("_last").alias("is_current"),
-        (row - pl.col("_i_start") + 1 - pl.col("length")).cast(pl.Int32).alias("graces_used"),
+    return (
+        events.filter(pl.col("_in_run"))
+        .group_by("_run", maintain_order=True)
+        .agg(
+            pl.col("customer_id").first(),
+            start_period_index=pl.col("period_index").first(),
+            end_period_index=pl.when("achieved").then(pl.col("period_index")).max(),
+            length=pl.col("_count").last(),  # a miss leaves the count as it was
+            # The customer's last window is inside this run: it is the one still open as of D.
+            is_current=pl.col("_last").last(),
+            _windows=pl.len(),
+        )
+        .select(
+            pl.lit(group_id, pl.Int64).alias("group_id"),
+            pl.col("customer_id").set_sorted(),
+            pl.col("start_period_index", "end_period_index", "length").cast(pl.Int32),
+            "is_current",
+            (pl.col("_windows") - pl.col("length")).cast(pl.Int32).alias("graces_used"),
+        )
     )
 
 
@@ -318,7 +341,6 @@ def _progress(
 def _level_rewards(
     achievements: pl.DataFrame,
     events: pl.DataFrame,
-    count: str,
     levels: list[StreakLevel],
     group_id: int,
 ) -> pl.DataFrame:
@@ -337,10 +359,10 @@ def _level_rewards(
     )
     top = max((level.count for level in levels), default=0)
     hits = (
-        events.filter(pl.col("achieved") & (pl.col(count) <= top))
-        .select("customer_id", "period_index", "_row", _count=count)
-        .join(table, on="_count", how="inner")
-        .sort("customer_id", "_level", "period_index")
+        events.filter(pl.col("achieved") & (pl.col("_count") <= top))
+        .select("customer_id", "period_index", "_row", pl.col("_count").cast(pl.Int32))
+        .join(table, on="_count", how="inner", maintain_order="left_right")
+        # Rows are in (customer, window) order: the first per level is the earliest window.
         .filter(pl.struct("customer_id", "_level").is_first_distinct())
     )
     wide = achievements.select(
