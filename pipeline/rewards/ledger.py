@@ -20,26 +20,14 @@ from datetime import datetime
 import duckdb
 import polars as pl
 
+from pipeline.scoring.kinds import REWARD_COLUMNS as EARNED_COLUMNS
+
 ISSUED = "ISSUED"
 REVOKED = "REVOKED"
 STREAK_LEVEL = "STREAK_LEVEL_ACHIEVED"
 
 # The columns of an award or revocation line (SPEC §9), in file order.
-REWARD_COLUMNS = (
-    "reward_id",
-    "kind",
-    "group_id",
-    "group_name",
-    "name",
-    "customer_id",
-    "period_index",
-    "ref_code",
-    "window_start",
-    "window_end",
-    "value",
-    "target_value",
-    "achieved_at",
-)
+REWARD_COLUMNS = ("reward_id", *EARNED_COLUMNS)
 LEDGER_COLUMNS = (*REWARD_COLUMNS, "status", "issued_run_id", "revoked_run_id")
 
 # The order of lines in a file: readable, and the same from run to run.
