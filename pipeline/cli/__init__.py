@@ -86,15 +86,12 @@ def main(
 
 
 def _register() -> None:
-    # Imported here so that each command module can import `main` and `pass_app` from us.
+    """Import every command module of this package; each registers its commands on `main`."""
     import importlib
+    import pkgutil
 
-    for name in ("groups", "load", "run", "tools"):
-        try:
-            importlib.import_module(f"pipeline.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pipeline.cli.{name}":
-                raise
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 _register()

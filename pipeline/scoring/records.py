@@ -127,6 +127,16 @@ def _filters(target: Target) -> pl.Expr:
     return expr
 
 
+def _checks(
+    ctx: GroupContext, target: Target, resolver: Callable[[str, str], pl.Expr]
+) -> list[pl.Expr]:
+    """`_rule` (the rule is exactly true) and `_filt` (every store filter passes), kept apart so
+    that `explain` can say which one excluded a record; `_pass` is both."""
+    rule = compile_rule(target.rule, resolver, ctx.tz).fill_null(False)
+    filt = _filters(target)
+    return [rule.alias("_rule"), filt.alias("_filt"), (rule & filt).alias("_pass")]
+
+
 def _pass(
     ctx: GroupContext,
     target: Target,
@@ -229,7 +239,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("txn_id").alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("txn_id").alias("_bill"),
-            _pass(ctx, target, frame, resolver).alias("_pass"),
+            *_checks(ctx, target, resolver),
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.LINEITEM:
@@ -244,7 +254,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("txn_id").alias("_k1"),
             pl.col("line_no").cast(pl.Int64).alias("_k2"),
             pl.col("txn_id").alias("_bill"),
-            _pass(ctx, target, frame, resolver).alias("_pass"),
+            *_checks(ctx, target, resolver),
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.EVENT:
@@ -263,7 +273,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("event_id").cast(pl.String).alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("event_id").cast(pl.String).alias("_bill"),
-            _pass(ctx, target, frame, resolver).alias("_pass"),
+            *_checks(ctx, target, resolver),
             _measure_attr(target, attr).alias("_attr"),
         )
     # REWARDS: points rows of the target's points type.
@@ -286,7 +296,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         pl.col("points_id").cast(pl.String).alias("_k1"),
         pl.lit(0, dtype=pl.Int64).alias("_k2"),
         pl.col("points_id").cast(pl.String).alias("_bill"),
-        _pass(ctx, target, frame, resolver).alias("_pass"),
+        *_checks(ctx, target, resolver),
         pl.col("points").cast(DEC).alias("_attr"),
     )
 
