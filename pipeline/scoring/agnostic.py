@@ -85,15 +85,24 @@ def _cycle_targets(ctx: GroupContext, custs: pl.DataFrame, k: int) -> pl.DataFra
         pl.lit(k, dtype=pl.Int32).alias("_win"), pl.lit(None, dtype=pl.String).alias("ref_code")
     )
     rows = enrolment.attach_target_values(base, ctx, ctx.group.targets[0])
-    return (
-        rows.with_columns(
-            (pl.col("_balance_any").fill_null(0) if k == 1 else pl.lit(0))
-            .cast(DEC)
-            .alias("_balance")
-        )
-        .drop("_balance_any")
-        .collect()
+    return rows.drop("_balance_any").collect()
+
+
+def _opening_balances(ctx: GroupContext, custs: pl.DataFrame) -> pl.DataFrame:
+    """``_cust, _bal, _enr``: each customer's opening balance and the instant from which it
+    applies (`enrolled_at` for IMPORT groups, else from the first record)."""
+    base = custs.lazy().with_columns(
+        pl.lit(1, dtype=pl.Int32).alias("_win"), pl.lit(None, dtype=pl.String).alias("ref_code")
     )
+    rows = enrolment.attach_target_values(base, ctx, ctx.group.targets[0]).select(
+        "_cust", pl.col("_balance_any").alias("_bal")
+    )
+    if enrolment.is_import(ctx):
+        enrolled = enrolment.customers(ctx).select("_cust", pl.col("enrolled_at").alias("_enr"))
+        rows = rows.join(enrolled, on="_cust", how="left")
+    else:
+        rows = rows.with_columns(pl.lit(None, dtype=UTC_TS).alias("_enr"))
+    return rows.filter(pl.col("_bal").is_not_null() & (pl.col("_bal") != 0)).collect()
 
 
 def score_agnostic(ctx: GroupContext) -> GroupScore:
@@ -105,6 +114,10 @@ def score_agnostic(ctx: GroupContext) -> GroupScore:
     stream = _stream(ctx)
     contribution = _contribution(target.type, target.entity, False)
     remaining = stream
+    # The balance joins the cycle open at enrolled_at: it is added at the customer's first record
+    # at or after enrolled_at (the first record without one), or, when no record comes after it,
+    # to the cycle still open at D.
+    balances = _opening_balances(ctx, stream.select("_cust").unique())
     cycles: list[pl.DataFrame] = []
     for k in range(1, g.max_cycles + 1):
         if remaining.height == 0:
@@ -119,10 +132,18 @@ def score_agnostic(ctx: GroupContext) -> GroupScore:
         tv = _cycle_targets(ctx, custs, k)
         if g.user_created:
             tv = tv.filter(pl.col("target_value").is_not_null())
-        cur = opened.join(tv.select("_cust", "target_value", "_balance"), on="_cust", how="inner")
-        cur = cur.with_columns(contribution.alias("_contrib"))
+        cur = opened.join(tv.select("_cust", "target_value"), on="_cust", how="inner")
+        cur = cur.join(balances, on="_cust", how="left")
+        eligible = pl.col("_bal").is_not_null() & (
+            pl.col("_enr").is_null() | (pl.col("_ts") >= pl.col("_enr"))
+        )
+        first = eligible & (eligible.cast(pl.Int32).cum_sum().over("_cust") == 1)
         cur = cur.with_columns(
-            (pl.col("_balance") + pl.col("_contrib").cum_sum().over("_cust")).alias("_running")
+            contribution.alias("_contrib"),
+            pl.when(first).then(pl.col("_bal")).otherwise(0).cast(DEC).alias("_badd"),
+        )
+        cur = cur.with_columns(
+            (pl.col("_contrib") + pl.col("_badd")).cum_sum().over("_cust").alias("_running")
         )
         reached = pl.col("target_value").is_not_null() & (
             pl.col("_running") >= pl.col("target_value")
@@ -142,14 +163,42 @@ def score_agnostic(ctx: GroupContext) -> GroupScore:
                 pl.col("_ts").max().alias("last_activity_at"),
                 pl.col("_contrib").sum().alias("_measure"),
                 pl.col("target_value").first(),
-                pl.col("_balance").first(),
+                pl.col("_badd").sum().alias("_balance"),
             )
         )
+        used = in_cycle.filter(pl.col("_badd") != 0).select("_cust").unique()
+        balances = balances.join(used, on="_cust", how="anti")
         remaining = cur.filter(pl.col("_before") > 0).select(stream.columns)
+    cycles = _late_balances(ctx, cycles, balances)
     progress = _progress_rows(ctx, cycles, target.target_id)
     out = GroupScore(progress=progress, achievements=combine(ctx, progress))
     out.rewards.append(kinds.target_rewards(ctx, progress))
     return out
+
+
+def _late_balances(
+    ctx: GroupContext, cycles: list[pl.DataFrame], balances: pl.DataFrame
+) -> list[pl.DataFrame]:
+    """A balance whose enrolled_at no record followed goes to the cycle still open at D."""
+    if not cycles or balances.height == 0:
+        return cycles
+    frame = pl.concat(cycles, how="vertical_relaxed")
+    last = frame.group_by("_cust").agg(pl.col("_win").max().alias("_last"))
+    late = balances.filter(
+        pl.col("_enr").is_not_null() & (pl.col("_enr") < pl.lit(ctx.end_of_as_of).cast(UTC_TS))
+    ).join(last, on="_cust", how="inner")
+    frame = (
+        frame.join(late.select("_cust", "_last", "_bal"), on="_cust", how="left")
+        .with_columns(
+            pl.when((pl.col("_win") == pl.col("_last")) & pl.col("_close").is_null())
+            .then(pl.col("_balance") + pl.col("_bal"))
+            .otherwise(pl.col("_balance"))
+            .cast(DEC)
+            .alias("_balance")
+        )
+        .drop("_last", "_bal")
+    )
+    return [frame]
 
 
 def _progress_rows(ctx: GroupContext, cycles: list[pl.DataFrame], target_id: int) -> pl.DataFrame:
@@ -183,7 +232,12 @@ def _progress_rows(ctx: GroupContext, cycles: list[pl.DataFrame], target_id: int
             pl.when(closed).then(pl.lit("ENDED")).otherwise(pl.lit("RUNNING")).alias("status"),
             (pl.col("_balance") + pl.col("_measure")).cast(DEC).alias("value"),
             pl.col("target_value").cast(DEC),
-            closed.alias("achieved"),
+            (
+                pl.col("target_value").is_not_null()
+                & (pl.col("_balance") + pl.col("_measure") >= pl.col("target_value"))
+            )
+            .fill_null(False)
+            .alias("achieved"),
             pl.col("_close").cast(UTC_TS).alias("achieved_at"),
             pl.col("last_activity_at").cast(UTC_TS),
         )
