@@ -132,6 +132,7 @@ RULES = {
         "currentTxn.value > 50",
         "currentStore.zone == 'Z1'",
         "isWeekend(currentTxn.date) || currentTxn.value >= 100",
+        'currentTxn.value >= "100"',
     ],
     "LINEITEM": ["true", "currentLineItem.category == 'A'", "currentTxn.value > 20"],
     "EVENT": ["true", "currentEvent.points >= 2"],

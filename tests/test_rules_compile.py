@@ -455,3 +455,24 @@ def test_row_order_does_not_change_a_rows_result(
     except pl.exceptions.ComputeError:
         assume(False)  # Decimal(38, 4) overflow, covered by the reference test's assume
     assert before == after
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param('currentTxn.value == "500"', [True, False, None], id="numeric text equals"),
+        pytest.param('currentTxn.value != "abc"', [True, True, None], id="non-number text differs"),
+        pytest.param('currentTxn.value < "501"', [True, False, None], id="numeric text orders"),
+    ],
+)
+def test_numeric_column_against_numeric_text_compares_as_numbers_when_dtypes_are_known(
+    text: str, expected: list[bool | None]
+) -> None:
+    frame = pl.DataFrame({"amount": [500, 501, None]}).cast(pl.Decimal(18, 4))
+    rule = compile_rule(
+        parse_rule(text, None),
+        lambda ns, col: pl.col(col),
+        "UTC",
+        lambda ns, col: frame.schema.get(col),
+    )
+    assert frame.select(rule).to_series().to_list() == expected

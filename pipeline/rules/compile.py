@@ -50,6 +50,7 @@ _ISO_DATE = re.compile(
 )
 
 Resolve = Callable[[str, str], pl.Expr]
+DtypeOf = Callable[[str, str], "pl.DataType | None"]
 """(namespace, column) -> the column's expression; raises `MissingAttributeError` when absent."""
 
 _DTYPES: dict[RuleType, pl.DataType] = {
@@ -74,13 +75,15 @@ _ARITHMETIC: dict[str, Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
 }
 
 
-def compile_rule(node: Node, resolve: Resolve, tz: str) -> pl.Expr:
+def compile_rule(node: Node, resolve: Resolve, tz: str, dtype: DtypeOf | None = None) -> pl.Expr:
     """Compile a rule to a boolean expression; true rows count, false and null rows do not.
 
     Args:
         node: a rule tree (checked again here: trees may also be built by hand).
         resolve: maps (namespace, column) to the record's column expression.
         tz: IANA zone in which `day`, `month`, `weekday`, `isHourBetween`... read timestamps.
+        dtype: optional (namespace, column) -> the loaded dtype; with it, a numeric column
+            compared with a numeric-looking text literal (`amount == "500"`) compares as numbers.
 
     Raises:
         RuleError: the tree does not type-check.
@@ -93,7 +96,7 @@ def compile_rule(node: Node, resolve: Resolve, tz: str) -> pl.Expr:
         [False, True]
     """
     check_rule(node)
-    return _Compiler(resolve, tz).expr(node, RuleType.BOOLEAN)
+    return _Compiler(resolve, tz, dtype).expr(node, RuleType.BOOLEAN)
 
 
 def rule_columns(node: Node) -> set[tuple[str, str]]:
@@ -114,8 +117,9 @@ def rule_columns(node: Node) -> set[tuple[str, str]]:
 
 
 class _Compiler:
-    def __init__(self, resolve: Resolve, tz: str) -> None:
+    def __init__(self, resolve: Resolve, tz: str, dtype: DtypeOf | None = None) -> None:
         self.resolve = resolve
+        self.dtype = dtype
         self.tz = tz
         self.tz_checked = False
 
@@ -167,6 +171,23 @@ class _Compiler:
         return self.compare(node.op, node.left, node.right)
 
     def compare(self, op: str, left_node: Node, right_node: Node) -> pl.Expr:
+        if self.dtype is not None:
+            for name, lit in ((left_node, right_node), (right_node, left_node)):
+                if (
+                    self.is_numeric_column(name)
+                    and isinstance(lit, Literal)
+                    and isinstance(lit.value, str)
+                ):
+                    number = _as_decimal(lit.value)
+                    if number is None:  # text that is no number equals no number
+                        column = self.resolve(name.namespace, name.column)  # type: ignore[union-attr]
+                        verdict = pl.lit(op == "!=") if op in EQUALITY else pl.lit(None)
+                        return pl.when(column.is_null()).then(None).otherwise(verdict)
+                    swapped = Literal(number)
+                    if lit is right_node:
+                        right_node = swapped
+                    else:
+                        left_node = swapped
         stamps = self.instants(left_node, right_node)
         if stamps is not None:
             return _COMPARE[op](*stamps)
@@ -183,6 +204,12 @@ class _Compiler:
                     odd = raw.is_not_null() & own.is_null() & other.is_not_null()
                     result = pl.when(odd).then(pl.lit(op == "!=")).otherwise(result)
         return result
+
+    def is_numeric_column(self, node: Node) -> bool:
+        if self.dtype is None or not isinstance(node, Name):
+            return False
+        found = self.dtype(node.namespace, node.column)
+        return found is not None and found.is_numeric()
 
     def instants(self, left: Node, right: Node) -> tuple[pl.Expr, pl.Expr] | None:
         """A record timestamp against an ISO date text ("2024-02-01", naive = the group's zone)
@@ -287,6 +314,13 @@ class _Compiler:
                 ) from None
             self.tz_checked = True
         return self.tz
+
+
+def _as_decimal(text: str) -> Decimal | None:
+    """A plain number written as text (`"500"`, `"-1.25"`), else None."""
+    if not re.fullmatch(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*", text):
+        return None
+    return Decimal(text.strip())
 
 
 def _always_null(node: Node) -> bool:

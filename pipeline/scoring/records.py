@@ -90,6 +90,14 @@ class Resolver:
         self.ctx = ctx
         self.target = target
         self.spaces = spaces  # namespace -> (column prefix, available columns)
+        self.schema: pl.Schema | None = None
+
+    def dtype(self, namespace: str, column: str) -> pl.DataType | None:
+        """The loaded dtype of a rule attribute (None when unknown)."""
+        space = self.spaces.get(namespace)
+        if self.schema is None or space is None:
+            return None
+        return self.schema.get(space[0] + column)
 
     def __call__(self, namespace: str, column: str) -> pl.Expr:
         space = self.spaces.get(namespace)
@@ -128,11 +136,11 @@ def _filters(target: Target) -> pl.Expr:
 
 
 def _checks(
-    ctx: GroupContext, target: Target, resolver: Callable[[str, str], pl.Expr]
+    ctx: GroupContext, target: Target, resolver: Resolver, frame: pl.LazyFrame
 ) -> list[pl.Expr]:
     """`_rule` (the rule is exactly true) and `_filt` (every store filter passes), kept apart so
     that `explain` can say which one excluded a record; `_pass` is both."""
-    rule = compile_rule(target.rule, resolver, ctx.tz).fill_null(False)
+    rule = _compiled(ctx, target, resolver, frame)
     filt = _filters(target)
     return [rule.alias("_rule"), filt.alias("_filt"), (rule & filt).alias("_pass")]
 
@@ -145,8 +153,19 @@ def _pass(
     *,
     with_filters: bool = True,
 ) -> pl.Expr:
-    rule = compile_rule(target.rule, resolver, ctx.tz).fill_null(False)
+    rule = _compiled(ctx, target, resolver, frame)
     return (rule & _filters(target)) if with_filters else rule
+
+
+def _compiled(
+    ctx: GroupContext, target: Target, resolver: Callable[[str, str], pl.Expr], frame: pl.LazyFrame
+) -> pl.Expr:
+    """The target's rule over `frame`, null counted as false, knowing the loaded dtypes."""
+    dtype = None
+    if isinstance(resolver, Resolver):
+        resolver.schema = frame.collect_schema()
+        dtype = resolver.dtype
+    return compile_rule(target.rule, resolver, ctx.tz, dtype).fill_null(False)
 
 
 def _txn_attr(target: Target, returns: bool) -> pl.Expr:
@@ -239,7 +258,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("txn_id").alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("txn_id").alias("_bill"),
-            *_checks(ctx, target, resolver),
+            *_checks(ctx, target, resolver, frame),
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.LINEITEM:
@@ -254,7 +273,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("txn_id").alias("_k1"),
             pl.col("line_no").cast(pl.Int64).alias("_k2"),
             pl.col("txn_id").alias("_bill"),
-            *_checks(ctx, target, resolver),
+            *_checks(ctx, target, resolver, frame),
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.EVENT:
@@ -273,7 +292,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("event_id").cast(pl.String).alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("event_id").cast(pl.String).alias("_bill"),
-            *_checks(ctx, target, resolver),
+            *_checks(ctx, target, resolver, frame),
             _measure_attr(target, attr).alias("_attr"),
         )
     # REWARDS: points rows of the target's points type.
@@ -296,7 +315,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         pl.col("points_id").cast(pl.String).alias("_k1"),
         pl.lit(0, dtype=pl.Int64).alias("_k2"),
         pl.col("points_id").cast(pl.String).alias("_bill"),
-        *_checks(ctx, target, resolver),
+        *_checks(ctx, target, resolver, frame),
         pl.col("points").cast(DEC).alias("_attr"),
     )
 
