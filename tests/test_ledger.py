@@ -17,20 +17,31 @@ from pipeline.rewards import files, ledger
 
 def earned(*rows: tuple[str, str, int, str | None, int]) -> pl.DataFrame:
     """(kind, name, customer, ref_code, period_index) rewards of group 1 "Spend"."""
-    frame = pl.DataFrame(
-        [
-            {
-                "kind": kind, "group_id": 1, "group_name": "Spend", "name": name,
-                "customer_id": customer, "period_index": index, "ref_code": ref,
-                "window_start": datetime(2026, 11, 1), "window_end": datetime(2026, 11, 30),
-                "value": Decimal("120"), "target_value": Decimal("100"),
-                "achieved_at": datetime(2026, 11, 3, tzinfo=UTC),
-            }
-            for kind, name, customer, ref, index in rows
-        ],
-        schema=ledger.REWARD_SCHEMA,
-        strict=False,
-    ) if rows else ledger.empty_rewards()
+    frame = (
+        pl.DataFrame(
+            [
+                {
+                    "kind": kind,
+                    "group_id": 1,
+                    "group_name": "Spend",
+                    "name": name,
+                    "customer_id": customer,
+                    "period_index": index,
+                    "ref_code": ref,
+                    "window_start": datetime(2026, 11, 1),
+                    "window_end": datetime(2026, 11, 30),
+                    "value": Decimal("120"),
+                    "target_value": Decimal("100"),
+                    "achieved_at": datetime(2026, 11, 3, tzinfo=UTC),
+                }
+                for kind, name, customer, ref, index in rows
+            ],
+            schema=ledger.REWARD_SCHEMA,
+            strict=False,
+        )
+        if rows
+        else ledger.empty_rewards()
+    )
     return ledger.with_reward_ids(frame.drop("reward_id", strict=False))
 
 
@@ -51,16 +62,25 @@ C = ("TARGET_ACHIEVED", "spend", 9, "NOV", 1)
 @pytest.mark.parametrize(
     ("left", "right", "same"),
     [
-        pytest.param(("Spend", 42, "NOV"), (" spend ", "42", "NOV"), True,
-                     id="group name trimmed and case-folded; int and text customer"),
+        pytest.param(
+            ("Spend", 42, "NOV"),
+            (" spend ", "42", "NOV"),
+            True,
+            id="group name trimmed and case-folded; int and text customer",
+        ),
         pytest.param(("Spend", 42, "NOV"), ("Spend", 43, "NOV"), False, id="other customer"),
         pytest.param(("Spend", 42, "NOV"), ("Spend", 42, "DEC"), False, id="other window"),
-        pytest.param(("Spend", 4, "2NOV"), ("Spend", 42, "NOV"), False,
-                     id="fields cannot run into each other"),
+        pytest.param(
+            ("Spend", 4, "2NOV"),
+            ("Spend", 42, "NOV"),
+            False,
+            id="fields cannot run into each other",
+        ),
     ],
 )
-def test_reward_id_follows_identity(left: tuple[Any, ...], right: tuple[Any, ...],
-                                    same: bool) -> None:
+def test_reward_id_follows_identity(
+    left: tuple[Any, ...], right: tuple[Any, ...], same: bool
+) -> None:
     a = ledger.reward_id("TARGET_ACHIEVED", left[0], "spend", left[1], left[2])
     b = ledger.reward_id("TARGET_ACHIEVED", right[0], "spend", right[1], right[2])
     assert (a == b) is same
@@ -104,10 +124,16 @@ def test_duplicate_earned_rows_collapse_to_one() -> None:
         pytest.param([C], [A], [], [9], [7], id="both at once"),
     ],
 )
-def test_diff(now: list[tuple[Any, ...]], standing: list[tuple[Any, ...]],
-              revoked: list[tuple[Any, ...]], awards: list[int], revocations: list[int]) -> None:
-    book = pl.concat([as_ledger(earned(*standing), "ISSUED"), as_ledger(earned(*revoked),
-                                                                        "REVOKED")])
+def test_diff(
+    now: list[tuple[Any, ...]],
+    standing: list[tuple[Any, ...]],
+    revoked: list[tuple[Any, ...]],
+    awards: list[int],
+    revocations: list[int],
+) -> None:
+    book = pl.concat(
+        [as_ledger(earned(*standing), "ISSUED"), as_ledger(earned(*revoked), "REVOKED")]
+    )
     change = ledger.diff(earned(*now), book)
     assert change.awards["customer_id"].to_list() == awards
     assert change.revocations["customer_id"].to_list() == revocations
@@ -124,15 +150,17 @@ def test_diff_does_not_depend_on_row_order() -> None:
 # ------------------------------------------------------------------------------------- apply
 
 
-def test_apply_issues_revokes_and_reissues_with_history(fresh_db: duckdb.DuckDBPyConnection
-                                                        ) -> None:
+def test_apply_issues_revokes_and_reissues_with_history(
+    fresh_db: duckdb.DuckDBPyConnection,
+) -> None:
     at = datetime(2026, 11, 23, tzinfo=UTC)
-    ledger.apply(fresh_db, ledger.diff(earned(A, B), ledger.read_ledger(fresh_db)),
-                 run_id="r1", at=at)
-    ledger.apply(fresh_db, ledger.diff(earned(A), ledger.read_ledger(fresh_db)),
-                 run_id="r2", at=at)
-    ledger.apply(fresh_db, ledger.diff(earned(A, B), ledger.read_ledger(fresh_db, [1])),
-                 run_id="r3", at=at)
+    ledger.apply(
+        fresh_db, ledger.diff(earned(A, B), ledger.read_ledger(fresh_db)), run_id="r1", at=at
+    )
+    ledger.apply(fresh_db, ledger.diff(earned(A), ledger.read_ledger(fresh_db)), run_id="r2", at=at)
+    ledger.apply(
+        fresh_db, ledger.diff(earned(A, B), ledger.read_ledger(fresh_db, [1])), run_id="r3", at=at
+    )
 
     rows = fresh_db.sql(
         "SELECT customer_id, status, issued_run_id, revoked_run_id FROM rewards ORDER BY 1"
@@ -142,13 +170,21 @@ def test_apply_issues_revokes_and_reissues_with_history(fresh_db: duckdb.DuckDBP
         "SELECT r.customer_id, e.run_id, e.action FROM reward_events e "
         "JOIN rewards r USING (reward_id) ORDER BY 1, 2"
     ).fetchall()
-    assert events == [(7, "r1", "ISSUED"), (8, "r1", "ISSUED"), (8, "r2", "REVOKED"),
-                      (8, "r3", "ISSUED")]
+    assert events == [
+        (7, "r1", "ISSUED"),
+        (8, "r1", "ISSUED"),
+        (8, "r2", "REVOKED"),
+        (8, "r3", "ISSUED"),
+    ]
 
 
 def test_read_ledger_filters_by_group(fresh_db: duckdb.DuckDBPyConnection) -> None:
-    ledger.apply(fresh_db, ledger.diff(earned(A), ledger.read_ledger(fresh_db)),
-                 run_id="r1", at=datetime(2026, 11, 23, tzinfo=UTC))
+    ledger.apply(
+        fresh_db,
+        ledger.diff(earned(A), ledger.read_ledger(fresh_db)),
+        run_id="r1",
+        at=datetime(2026, 11, 23, tzinfo=UTC),
+    )
     assert ledger.read_ledger(fresh_db, [1]).height == 1
     assert ledger.read_ledger(fresh_db, [2]).height == 0
     assert ledger.read_ledger(fresh_db, []).height == 0
@@ -196,8 +232,9 @@ def test_verify_folder_names_a_changed_file(tmp_path: Path) -> None:
     folder = tmp_path / "f"
     files.write_run_folder(folder, frames(earned(A)), "csv", {})
     (folder / "awards.csv").write_text("tampered\n")
-    assert files.verify_folder(folder) == [f"{folder / 'awards.csv'} does not match its checksum "
-                                           "in the manifest"]
+    assert files.verify_folder(folder) == [
+        f"{folder / 'awards.csv'} does not match its checksum in the manifest"
+    ]
     (folder / "manifest.json").unlink()
     assert files.verify_folder(folder) == [f"{folder / 'manifest.json'} is missing or unreadable"]
 
@@ -218,12 +255,33 @@ def test_publish_renames_into_place(tmp_path: Path) -> None:
 
 
 def test_leaderboard_top_keeps_first_hundred_ranks_per_window() -> None:
-    board = pl.DataFrame({
-        "group_id": [1] * 150 + [2] * 3,
-        "target_id": [1] * 153,
-        "period_index": [1] * 153,
-        "rank": [*range(150, 0, -1), 1, 2, 3],
-    })
+    board = pl.DataFrame(
+        {
+            "group_id": [1] * 150 + [2] * 3,
+            "target_id": [1] * 153,
+            "period_index": [1] * 153,
+            "rank": [*range(150, 0, -1), 1, 2, 3],
+        }
+    )
     top = files.leaderboard_top(board)
     assert top.group_by("group_id").len().sort("group_id").rows() == [(1, 100), (2, 3)]
     assert top["rank"].head(3).to_list() == [1, 2, 3]
+
+
+def test_vectorised_reward_ids_equal_the_per_reward_function() -> None:
+    earned = pl.DataFrame(
+        {
+            "kind": ["TARGET_ACHIEVED", "STREAK_LEVEL_ACHIEVED", "UNIFIED_ACHIEVED"],
+            "group_name": [" Spend 100", "Streak", "Ünified"],
+            "name": ["spend", "Gold", "Ünified"],
+            "customer_id": [42, 7, 9],
+            "ref_code": ["NOV", "P2", None],
+            "period_index": [3, 2, 5],
+        }
+    )
+    expected = [
+        ledger.reward_id("TARGET_ACHIEVED", " Spend 100", "spend", 42, "NOV"),
+        ledger.reward_id("STREAK_LEVEL_ACHIEVED", "Streak", "Gold", 7, ""),
+        ledger.reward_id("UNIFIED_ACHIEVED", "Ünified", "Ünified", 9, "5"),
+    ]
+    assert ledger.reward_ids(earned).to_list() == expected
