@@ -259,6 +259,9 @@ def programmes(draw: st.DrawFn) -> dict:
         levels = sorted(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3, unique=True)))
         body["streaks"] = [{"name": f"L{n}", "targetCountOfSequence": n} for n in levels]
         body["streakContinuous"] = draw(st.booleans())
+        if body["streakContinuous"]:
+            # §14 grace: only continuous streaks accept it (parse refuses it otherwise).
+            body["streakGraceWindows"] = draw(st.integers(0, 2))
     return body
 
 
