@@ -2,7 +2,8 @@
 
 It loads `data/exports`, registers `data/groups/*.json` with `data/milestones.toml`, runs as of
 2026-11-22, then loads the late returns (`data/exports/late/`) and runs again so that a
-revocation shows, and summarises what happened in a few lines a newcomer can follow.
+revocation shows, and summarises what happened in a few lines a newcomer can follow, ending
+with the path of the HTML report (`pipeline.tools.report`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from pipeline.config import load_config
 from pipeline.definitions.parse import read_bodies
 from pipeline.errors import InputError
 from pipeline.loading import load_exports
+from pipeline.tools.report import write_report
 from pipeline.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 AS_OF = date(2026, 11, 22)
 DB_NAME = "milestones.duckdb"
+REPORT_NAME = "report.html"
 # Load order: a line item or a return needs its transaction loaded first.
 KIND_ORDER = ("stores", "transactions", "line-items", "events", "points", "enrolments")
 KINDS = ("TARGET_ACHIEVED", "UNIFIED_ACHIEVED", "STREAK_LEVEL_ACHIEVED")
@@ -94,6 +97,9 @@ def run_demo(folder: Path, data: Path = DATA) -> list[str]:
         "FROM current_progress WHERE status = 'RUNNING' AND NOT achieved "
         'ORDER BY pct_of_target DESC LIMIT 10"',
     ]
+    report = write_report(ws, out=folder / REPORT_NAME)
+    lines.append(f"  report: {report} (open it in a browser; `milestones --db {db} report` "
+                 "writes it again)")
     return lines
 
 
