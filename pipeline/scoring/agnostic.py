@@ -105,7 +105,8 @@ def _opening_balances(ctx: GroupContext, custs: pl.DataFrame) -> pl.DataFrame:
     return rows.filter(pl.col("_bal").is_not_null() & (pl.col("_bal") != 0)).collect()
 
 
-def score_agnostic(ctx: GroupContext) -> GroupScore:
+def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -> GroupScore:
+    """`trace`, when given, receives each cycle's records (for `pipeline.scoring.trace`)."""
     from pipeline.scoring import kinds
     from pipeline.scoring.engine import GroupScore, combine
 
@@ -155,6 +156,8 @@ def score_agnostic(ctx: GroupContext) -> GroupScore:
             )
         )
         in_cycle = cur.filter(pl.col("_before") == 0)
+        if trace is not None:
+            trace.append(in_cycle.with_columns(pl.lit(k, dtype=pl.Int32).alias("_win")))
         cycles.append(
             in_cycle.group_by("_cust").agg(
                 pl.lit(k, dtype=pl.Int32).alias("_win"),
