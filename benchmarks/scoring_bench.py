@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -342,15 +343,19 @@ def capping_available() -> bool:
 
 @dataclass(frozen=True)
 class Stage:
+    """One timed step; `seconds` is wall-clock (the ratio uses it), `cpu` is this process's CPU
+    time, printed because the machine is shared and wall time grows with other load."""
+
     name: str
     rows: int
     seconds: float
+    cpu: float = 0.0
 
 
-def _timed(fn: Callable[[], object]) -> tuple[object, float]:
-    started = time.perf_counter()
+def _timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+    started, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - started
+    return out, time.perf_counter() - started, time.process_time() - cpu
 
 
 def read_all(sources: Mapping[str, pl.LazyFrame]) -> dict[str, pl.DataFrame]:
@@ -367,31 +372,32 @@ def floor_aggregate(frame: pl.DataFrame, bench: BenchGroup) -> pl.DataFrame:
 def run_floor(sources: Mapping[str, pl.LazyFrame],
               benches: list[BenchGroup]) -> tuple[list[Stage], dict[str, pl.DataFrame]]:
     """Read once, then one group_by per group. Returns the stages and the aggregates by group."""
-    read, seconds = _timed(lambda: read_all(sources))
+    read, seconds, cpu = _timed(lambda: read_all(sources))
     assert isinstance(read, dict)
-    stages = [Stage("floor: read", sum(f.height for f in read.values()), seconds)]
+    stages = [Stage("floor: read", sum(f.height for f in read.values()), seconds, cpu)]
     outputs: dict[str, pl.DataFrame] = {}
     for b in benches:
-        agg, seconds = _timed(lambda b=b: floor_aggregate(read[b.source], b))
+        agg, seconds, cpu = _timed(lambda b=b: floor_aggregate(read[b.source], b))
         assert isinstance(agg, pl.DataFrame)
         outputs[b.group.name] = agg
-        stages.append(Stage(f"floor: {b.group.name}", read[b.source].height, seconds))
+        stages.append(Stage(f"floor: {b.group.name}", read[b.source].height, seconds, cpu))
     return stages, outputs
 
 
 def run_score(sources: Mapping[str, pl.LazyFrame], groups: list[m.Group],
               rows: int) -> tuple[Stage, ScoreResult]:
-    result, seconds = _timed(lambda: score(sources, groups, AS_OF, Config()))
+    result, seconds, cpu = _timed(lambda: score(sources, groups, AS_OF, Config()))
     assert isinstance(result, ScoreResult)
-    return Stage(f"score: {len(groups)} groups", rows, seconds), result
+    return Stage(f"score: {len(groups)} groups", rows, seconds, cpu), result
 
 
 def table(stages: list[Stage], floor_seconds: float) -> str:
-    lines = [f"{'stage':<36} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'x floor':>8}"]
+    lines = [f"{'stage':<36} {'rows':>12} {'seconds':>9} {'rows/s':>12} {'x floor':>8} "
+             f"{'cpu s':>8}"]
     for s in stages:
         rate = s.rows / s.seconds if s.seconds else float("inf")
         lines.append(f"{s.name:<36} {s.rows:>12,} {s.seconds:>9.3f} {rate:>12,.0f} "
-                     f"{s.seconds / floor_seconds:>8.2f}")
+                     f"{s.seconds / floor_seconds:>8.2f} {s.cpu:>8.2f}")
     return "\n".join(lines)
 
 
@@ -409,7 +415,7 @@ def main() -> None:
     args = parser.parse_args()
     customers = args.customers or max(args.transactions // 20, 1)
 
-    frames, gen_seconds = _timed(lambda: generate(args.transactions, customers, args.seed))
+    frames, gen_seconds, _ = _timed(lambda: generate(args.transactions, customers, args.seed))
     assert isinstance(frames, dict)
     print(f"generated in {gen_seconds:.1f} s: "
           + ", ".join(f"{k} {v.height:,}" for k, v in frames.items()))
@@ -420,6 +426,7 @@ def main() -> None:
         benches = [b for b in benches if b.group.tracking_type is not m.TrackingType.CAPPING]
     groups = [b.group for b in benches]
 
+    load_before = os.getloadavg()[0]
     warm = _lazy(customer_slice(frames, 50))
     run_floor(warm, benches)
     run_score(warm, groups, 0)
@@ -428,17 +435,21 @@ def main() -> None:
     floor_stages, _ = run_floor(sources, benches)
     floor_seconds = sum(s.seconds for s in floor_stages)
     in_rows = floor_stages[0].rows
-    floor_total = Stage("floor: total", in_rows, floor_seconds)
+    floor_cpu = sum(s.cpu for s in floor_stages)
+    floor_total = Stage("floor: total", in_rows, floor_seconds, floor_cpu)
     score_stage, result = run_score(sources, groups, in_rows)
     stages = [*floor_stages, floor_total, score_stage]
     if args.per_group:
         for g in groups:
             stage, _ = run_score(sources, [g], in_rows)
-            stages.append(Stage(f"  (alone) {g.name}", in_rows, stage.seconds))
+            stages.append(Stage(f"  (alone) {g.name}", in_rows, stage.seconds, stage.cpu))
     print(table(stages, floor_seconds))
     out_rows = {k: v.height for k, v in result.tables.items() if v.height}
     print(f"outputs: {out_rows}, rewards {result.rewards.height:,}, "
           f"failures {result.failures or 0}")
+    load_after = os.getloadavg()[0]
+    print(f"load average (1 min) before: {load_before:.1f}, after: {load_after:.1f}; "
+          f"{os.cpu_count()} cores")
     print(f"scoring/floor ratio: {score_stage.seconds / floor_seconds:.2f}")
 
 

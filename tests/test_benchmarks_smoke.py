@@ -119,8 +119,8 @@ def test_score_runs_every_group_with_the_expected_row_counts(frames, benches):
     assert set(progress["group_id"].unique()) == {b.group.group_id for b in benches}
 
 
-def test_table_prints_ratio_to_the_floor():
-    text = sb.table([sb.Stage("floor: total", 10, 2.0), sb.Stage("score: 8 groups", 10, 5.0)], 2.0)
-    lines = text.splitlines()
-    assert lines[1].split()[-1] == "1.00"
-    assert lines[2].split()[-1] == "2.50"
+def test_table_prints_ratio_to_the_floor_then_cpu_seconds():
+    stages = [sb.Stage("floor: total", 10, 2.0, 1.5), sb.Stage("score: 8 groups", 10, 5.0, 4.0)]
+    lines = sb.table(stages, 2.0).splitlines()
+    assert lines[1].split()[-2:] == ["1.00", "1.50"]
+    assert lines[2].split()[-2:] == ["2.50", "4.00"]
