@@ -504,7 +504,7 @@ h3{font-size:1em;margin:18px 0 6px}.note{color:#555;font-size:.92em}
 .grid{display:flex;flex-wrap:wrap;gap:16px}.cols{display:flex;flex-wrap:wrap;gap:32px}
 figure{margin:0;border:1px solid #eee;border-radius:8px;padding:8px;break-inside:avoid}
 figure img{display:block;max-width:100%;height:auto}
-figcaption{font-size:.9em;color:#333;margin-top:4px;max-width:640px}
+figcaption{font-size:.9em;color:#333;margin-top:4px;width:0;min-width:100%}
 table{border-collapse:collapse;font-size:.85em;margin:4px 0}
 th,td{border-bottom:1px solid #eee;padding:3px 10px;text-align:left;vertical-align:top}
 th{background:#f6f6f6}td{font-variant-numeric:tabular-nums;word-break:break-all}
