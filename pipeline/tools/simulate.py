@@ -214,15 +214,19 @@ def _group_report(group: Group, scored: Mapping[Decimal, Scored]) -> dict[str, A
     for scale, s in scored.items():
         label = str(scale)
         mine = _of(s.progress, group)
+        present = []
         for (k,), rows in mine.group_by("period_index") if mine.height else []:
             w = windows.setdefault(k, _window_head(group, int(k), rows, per_customer))
+            present.append(w)
             for t in group.targets:
                 trows = rows.filter(pl.col("target_id") == t.target_id)
                 w["targets"].setdefault(t.name, {"name": t.name, "by_scale": {}})
                 w["targets"][t.name]["by_scale"][label] = _target_stats(trows)
         ach = _of(s.achievements, group)
         rew = _of(s.rewards, group)
-        for k, w in windows.items():
+        # A window that no customer has at this scale (a later cycle) has no column here.
+        for w in present:
+            k = w["period_index"]
             a = ach.filter(pl.col("period_index") == k) if ach.height else ach
             r = rew.filter((pl.col("period_index") == k) & (pl.col("kind") != STREAK_LEVEL)) \
                 if rew.height else rew
