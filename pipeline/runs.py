@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -43,6 +43,9 @@ from pipeline.definitions.model import EvaluationType, Group, TrackingType
 from pipeline.errors import GroupsFailedError, InputError, UsageError
 from pipeline.rewards import files, ledger
 from pipeline.workspace import Workspace, quote_ident
+
+if TYPE_CHECKING:
+    from pipeline.engines import Engine
 
 SOURCE_TABLES = ("transactions", "line_items", "events", "points", "stores", "enrolments")
 # Scored tables and whether they carry customer_id / period_index (what a scope can cut by).
@@ -275,6 +278,7 @@ def run(
     load_groups: LoadGroupsFn | None = None,
     now: Callable[[], datetime] | None = None,
     progress: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> RunOutcome:
     """Run once: score the scope, update outputs and ledger, publish the files.
 
@@ -285,6 +289,8 @@ def run(
         load_groups: the registry reader (default `pipeline.registry.load_groups`).
         now: the clock, for tests.
         progress: called with a short line at each long step (None: quiet, as under cron).
+        engine: where scoring happens (`pipeline.engines`; default the local engine with
+            `score`); `score` is ignored when an engine is given.
 
     Raises:
         UsageError: bad option combination (exit 2).
@@ -295,10 +301,10 @@ def run(
     clock = now or (lambda: datetime.now(UTC))
     say = progress or (lambda _msg: None)
     config = workspace.config
-    if score is None:
-        from pipeline.scoring.engine import score as score_fn
-    else:
-        score_fn = score
+    if engine is None:
+        from pipeline.engines.local import LocalEngine
+
+        engine = LocalEngine(score)
     if load_groups is None:
         from pipeline.registry import load_groups as load_groups_fn
     else:
@@ -325,7 +331,7 @@ def run(
         tmp = out_dir / f".{run_id}.tmp"
         try:
             outcome = _score_and_commit(
-                con, run_id, groups, request, as_of, out_dir, fmt, score_fn, config, clock, say
+                con, run_id, groups, request, as_of, out_dir, fmt, engine, config, clock, say
             )
         except BaseException as exc:
             _record_failure(con, run_id, exc, clock())
@@ -345,15 +351,15 @@ def _score_and_commit(
     as_of: date,
     out_dir: Path,
     fmt: str,
-    score_fn: ScoreFn,
+    engine: Engine,
     config: Config,
     clock: Callable[[], datetime],
     say: Callable[[str], None],
 ) -> RunOutcome:
-    sources = read_sources(con)
     rows_in = {name: _count(con, name) for name in SOURCE_TABLES}
-    _step(3)
-    result = score_fn(sources, groups, as_of, config)
+    with engine.inputs(con) as inputs:
+        _step(3)
+        result = engine.score(inputs, groups, as_of, config)
     _step(4)
     say("comparing earned rewards with the ledger")
 

@@ -13,6 +13,7 @@ from pipeline import progress as progress_report
 from pipeline import runs
 from pipeline.cli import AppContext, handle_errors, main, pass_app
 from pipeline.config import OUTPUT_FORMATS
+from pipeline.engines import ENGINES, make_engine
 
 _DATE = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -32,10 +33,16 @@ def _day(value: datetime | None) -> date | None:
               help="Folder for the run files (default output.dir).")
 @click.option("--format", "fmt", type=click.Choice(OUTPUT_FORMATS),
               help="Run file format (default output.format).")
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
+              help="local: in this process; dask: sharded by customer over a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Dask scheduler (tcp://host:8786) for --engine dask; default: a local "
+                   "cluster of 2 workers.")
 @pass_app
 @handle_errors
 def run(app: AppContext, as_of: datetime | None, from_: datetime | None, to: datetime | None,
-        groups: tuple[str, ...], out: Path | None, fmt: str | None) -> None:
+        groups: tuple[str, ...], out: Path | None, fmt: str | None, engine: str,
+        scheduler: str | None) -> None:
     """Score, update the reward ledger and write the run files, all or nothing.
 
     Exit 3 when some groups failed (the others are committed), 4 when another run holds the
@@ -46,7 +53,9 @@ def run(app: AppContext, as_of: datetime | None, from_: datetime | None, to: dat
     request = runs.RunRequest(as_of=_day(as_of), from_date=_day(from_), to_date=_day(to),
                               groups=groups, out_dir=out, fmt=fmt)
     say = None if app.quiet else (lambda msg: click.echo(msg, err=True))
-    outcome = runs.run(app.workspace, request, progress=say)
+    scorer = make_engine(engine, scheduler=scheduler, progress=say,
+                         workdir=app.workspace.db_path.resolve().parent if scheduler else None)
+    outcome = runs.run(app.workspace, request, progress=say, engine=scorer)
     for line in runs.describe(outcome):
         click.echo(line)
     outcome.raise_for_failures()
