@@ -1,0 +1,523 @@
+"""Engines: `run --engine local|dask` give the same tables and ledger (SPEC §12, issue 8 acc. 3).
+
+A seeded random-ish programme (every group kind and window kind, a leaderboard, a group that
+fails, returns with and without parents, one across customers) on small data is run by both
+engines; every output table and the ledger must be equal row for row, run ids aside. The shard
+export, the merge and the option errors are tested without Dask, so they run where the optional
+extra is not installed; the cluster tests skip there.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from polars.testing import assert_frame_equal
+
+from pipeline import registry, runs
+from pipeline.cli import main
+from pipeline.config import Config
+from pipeline.engines import dask as dask_engine
+from pipeline.engines import make_engine
+from pipeline.errors import UsageError
+from pipeline.loading import load_exports
+from pipeline.scoring.engine import score
+from pipeline.workspace import Workspace
+
+START = date(2024, 1, 1)
+DAYS = 85
+AS_OF = date(2024, 3, 20)
+STORES = [("S1", "Z1", "C1"), ("S2", "Z1", "C2"), ("S3", "Z2", "C1"), ("S4", "Z2", "C2")]
+COMPARED = (
+    "target_progress",
+    "period_achievements",
+    "streak_runs",
+    "streak_progress",
+    "capping",
+    "capping_adjustments",
+    "leaderboard",
+    "rewards",
+)
+RUN_ID_COLUMNS = ("run_id", "issued_run_id", "revoked_run_id")
+BROKEN = "Broken rule"
+
+
+# --------------------------------------------------------------------------- the programme
+
+
+def programme(rng: random.Random) -> list[dict[str, Any]]:
+    """One group of each kind, with drawn measures, rules, targets and options."""
+    txn_rules = ["true", "currentTxn.value > 40", "currentStore.zone == 'Z1'",
+                 "isWeekend(currentTxn.date) || currentTxn.value >= 120"]
+    monthly = {"frequencyType": "MONTHLY", "frequency": 1, "totalPeriods": 3,
+               "targetCycleStartDate": str(START)}
+
+    def values(n: int, low: int, high: int) -> list[dict[str, int]]:
+        return [{"defaultValue": rng.randint(low, high)} for _ in range(n)]
+
+    board = {
+        "name": "Monthly sales board", "trackingType": "DEFAULT", "leaderboardEnabled": True,
+        "targetEvaluationType": "FIXED_CALENDAR_WINDOW", **monthly,
+        "targets": [{"name": "sales", "targetEntity": "TRANSACTION",
+                     "targetType": rng.choice(["SALES", "GROSS_SALES"]),
+                     "expression": rng.choice(txn_rules), "enrolmentMethod": "TRANSACTION",
+                     "defaultValues": values(3, 150, 600)}],
+    }
+    combination = rng.choice([{"combinationType": "ALL"},
+                              {"combinationType": "ANY", "combinationCount": rng.randint(1, 2)}])
+    unified = {
+        "name": "Fortnight mix", "trackingType": "UNIFIED",
+        "targetEvaluationType": "CYCLIC_WINDOW", "frequencyType": "WEEKLY", "frequency": 2,
+        "recurringCycles": rng.randint(2, 5), "targetCycleStartDate": str(START), **combination,
+        "targets": [
+            {"name": "lines", "targetEntity": "LINEITEM", "targetType": "QUANTITY",
+             "expression": rng.choice(["true", "currentLineItem.category == 'A'"]),
+             "enrolmentMethod": "TRANSACTION", "defaultValues": values(1, 2, 6)},
+            {"name": "spins", "targetEntity": "EVENT", "targetType": "COUNT",
+             "eventName": "spin", "enrolmentMethod": "TRANSACTION",
+             "defaultValues": values(1, 1, 3)},
+            {"name": "visits", "targetEntity": "TRANSACTION", "targetType": "VISIT",
+             "enrolmentMethod": "TRANSACTION", "defaultValues": values(1, 1, 3)},
+        ],
+    }
+    continuous = rng.random() < 0.7
+    streak = {
+        "name": "Weekly habit", "trackingType": "STREAK",
+        "targetEvaluationType": "FIXED_CALENDAR_WINDOW", "frequencyType": "WEEKLY",
+        "frequency": 1, "totalPeriods": 12, "targetCycleStartDate": str(START),
+        "streakContinuous": continuous,
+        "streakGraceWindows": rng.randint(0, 1) if continuous else 0,
+        "streaks": [{"name": f"L{n}", "targetCountOfSequence": n}
+                    for n in sorted(rng.sample([1, 2, 3, 4, 6], 2))],
+        "targets": [{"name": "weekly", "targetEntity": rng.choice(["TRANSACTION", "LINEITEM"]),
+                     "targetType": rng.choice(["QUANTITY", "COUNT"]),
+                     "enrolmentMethod": "TRANSACTION", "defaultValues": values(12, 1, 3)}],
+    }
+    if rng.random() < 0.5:
+        streak["targets"][0]["filters"] = [{"entityType": "ZONE", "entityIds": ["Z1"]}]
+    cap = {
+        "name": "Points cap", "trackingType": "CAPPING",
+        "targetEvaluationType": "FIXED_CALENDAR_WINDOW", **monthly,
+        "targets": [{"name": "cap", "targetEntity": "REWARDS",
+                     "targetType": rng.choice(["ALL_POINTS", "PROMOTIONAL_POINTS"]),
+                     "enrolmentMethod": "TRANSACTION", "defaultValues": values(3, 40, 160)}],
+    }
+    agnostic = {
+        "name": "Spend and repeat", "trackingType": "DEFAULT",
+        "targetEvaluationType": "PERIOD_AGNOSTIC_WINDOW", "frequencyType": "MONTHLY",
+        "recurringCycles": rng.randint(0, 3), "targetCycleStartDate": str(START),
+        "targets": [{"name": "spend", "targetEntity": "TRANSACTION", "targetType": "SALES",
+                     "expression": rng.choice(txn_rules), "enrolmentMethod": "IMPORT",
+                     "defaultValues": values(1, 100, 400)}],
+    }
+    periods = [{"refCode": f"P{i + 1}", "startDate": str(START + timedelta(days=20 * i)),
+                "endDate": str(START + timedelta(days=20 * i + 17))} for i in range(4)]
+    goal_target: dict[str, Any] = {
+        "name": "spin_points", "targetEntity": "EVENT", "targetType": "EVENT_ATTRIBUTE",
+        "eventName": "spin", "enrolmentMethod": "IMPORT", "defaultValues": values(4, 1, 5),
+        "extendedFieldInfo": {"name": "points", "aggregateFunction": "SUM"},
+    }
+    if rng.random() < 0.5:
+        goal_target["extendedFieldInfo"]["aggregateWindow"] = {
+            "windowType": rng.choice(["MIN", "MAX"]), "windowTimeUnit": "DAY", "windowValue": 2}
+    goals = {
+        "name": "Spin goals", "trackingType": "DEFAULT", "userCreated": True,
+        "targetEvaluationType": "FIXED_CALENDAR_WINDOW", "frequencyType": "CUSTOM",
+        "totalPeriods": 4, "periods": periods, "targets": [goal_target],
+    }
+    broken = {
+        "name": BROKEN, "trackingType": "DEFAULT",
+        "targetEvaluationType": "FIXED_CALENDAR_WINDOW", **monthly,
+        "targets": [{"name": "x", "targetEntity": "TRANSACTION", "targetType": "SALES",
+                     "expression": "currentTxn.no_such_column > 1",
+                     "enrolmentMethod": "TRANSACTION", "defaultValues": values(3, 1, 9)}],
+    }
+    return [board, unified, streak, cap, agnostic, goals, broken]
+
+
+def exports(rng: random.Random, text_ids: bool) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Records of 40 customers (skewed), and late returns loaded before the second run."""
+
+    def cust(i: int) -> Any:
+        return f"C{i:03d}" if text_ids else 1000 + i
+
+    def when(day: int | None = None) -> datetime:
+        day = rng.randrange(DAYS) if day is None else day
+        return datetime(2024, 1, 1) + timedelta(days=day, minutes=rng.randrange(24 * 60))
+
+    def money() -> str:
+        return str(Decimal(rng.randint(100, 25000)) / 100)
+
+    customers = [cust(i) for i in range(40)]
+    weights = [1 / (i + 1) for i in range(40)]
+    txns: list[dict] = []
+    lines: list[dict] = []
+    for n in range(360):
+        c = rng.choices(customers, weights)[0]
+        amount = money()
+        txns.append({"txn_id": f"T{n}", "customer_id": c, "txn_time": when(), "amount": amount,
+                     "type": "REGULAR", "store_id": rng.choice([s[0] for s in STORES] + [""]),
+                     "qty": rng.choice(["", "1", "2", "3"])})
+        for k in range(rng.randint(0, 3)):
+            lines.append({"txn_id": f"T{n}", "line_no": k + 1, "qty": rng.randint(1, 3),
+                          "amount": money(), "category": rng.choice("ABC")})
+
+    def returns(prefix: str, count: int) -> list[dict]:
+        out = []
+        for n in range(count):
+            parent = rng.choice(txns)
+            row = {"txn_id": f"{prefix}{n}", "type": "RETURN", "amount": money(),
+                   "store_id": parent["store_id"], "qty": "1"}
+            if rng.random() < 0.7:  # a return of a bill, a few days later
+                row |= {"customer_id": parent["customer_id"], "parent_txn_id": parent["txn_id"],
+                        "txn_time": parent["txn_time"] + timedelta(days=rng.randint(0, 12))}
+            else:
+                row |= {"customer_id": rng.choice(customers), "txn_time": when()}
+            out.append(row)
+        return out
+
+    rets = returns("R", 30)
+    # A return of another customer's bill: sharding must keep both customers together.
+    other = customers[-1] if txns[0]["customer_id"] != customers[-1] else customers[-2]
+    rets[0] |= {"customer_id": other, "parent_txn_id": "T0",
+                "txn_time": txns[0]["txn_time"] + timedelta(hours=2)}
+    for r in rets[:12]:
+        if r.get("parent_txn_id"):
+            bill_lines = [x for x in lines if x["txn_id"] == r["parent_txn_id"]][:1]
+            lines += [x | {"txn_id": r["txn_id"]} for x in bill_lines]
+    events = [{"event_id": f"E{n}", "customer_id": rng.choices(customers, weights)[0],
+               "event_name": rng.choice(["spin", "spin", "visit"]), "event_time": when(),
+               "store_id": rng.choice([s[0] for s in STORES]),
+               "points": rng.choice(["", "0.5", "1", "2.25", "3"])} for n in range(160)]
+    points = [{"points_id": f"P{n}", "customer_id": rng.choices(customers, weights)[0],
+               "awarded_at": when(), "points": rng.randint(5, 60),
+               "points_type": rng.choice(["REGULAR", "PROMOTIONAL"])} for n in range(140)]
+    enrolled = rng.sample(customers, 20)
+    enrolments = [
+        {"group_name": "Spend and repeat", "customer_id": c,
+         "enrolled_at": when(rng.randrange(30)) if rng.random() < 0.5 else "",
+         "target_value": rng.choice(["", "150", "250"]),
+         "initial_balance": rng.choice(["", "", "20"])}
+        for c in enrolled[:12]
+    ] + [
+        {"group_name": "spin goals", "customer_id": c, "period_ref": p,
+         "target_value": str(rng.randint(1, 4))}
+        for c in enrolled[8:] for p in ("P1", "P2", "P3", "P4") if rng.random() < 0.8
+    ]
+    # Late full returns of the heaviest customers' bills: some rewards must be revoked.
+    january = [t for t in txns
+               if t["customer_id"] in customers[:2] and t["txn_time"] < datetime(2024, 2, 1)]
+    late = [{"txn_id": f"L{n}", "customer_id": t["customer_id"], "type": "RETURN",
+             "amount": t["amount"], "parent_txn_id": t["txn_id"], "qty": t["qty"],
+             "txn_time": t["txn_time"] + timedelta(hours=1)} for n, t in enumerate(january)]
+    return {
+        "stores": [dict(zip(("store_id", "zone_id", "concept_id"), s, strict=True))
+                   for s in STORES],
+        "transactions": txns + rets,
+        "line_items": lines,
+        "events": events,
+        "points": points,
+        "enrolments": enrolments,
+    }, late
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def build_workspace(folder: Path, seed: int, text_ids: bool) -> tuple[Workspace, Path]:
+    """A loaded, registered workspace; returns it and the late returns' file."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True)
+    mode = rng.choice(["original", "carry"])
+    (folder / "milestones.toml").write_text(
+        f'[org]\nleaderboards_enabled = true\n[returns]\nmode = "{mode}"\n'
+    )
+    ws = Workspace.resolve(str(folder / "w.duckdb"), None)
+    records, late = exports(rng, text_ids)
+    with ws.connect() as con:
+        outcomes = registry.register_bodies(
+            con, [("test", b) for b in programme(rng)], config=ws.config, as_of=AS_OF
+        )
+        assert all(o.registered for o in outcomes), [o for o in outcomes if not o.registered]
+        for name, rows in records.items():
+            report = load_exports(con, name.replace("_", "-"),
+                                  [str(_write_csv(folder / f"{name}.csv", rows))])
+            assert report.rows_rejected == 0, (name, report)
+    return ws, _write_csv(folder / "late_returns.csv", late)
+
+
+def clone(ws: Workspace, folder: Path) -> Workspace:
+    """A copy of a closed workspace in `folder` (its database and config)."""
+    shutil.copytree(ws.db_path.parent, folder)
+    return Workspace.resolve(str(folder / ws.db_path.name), None)
+
+
+def tables(ws: Workspace) -> dict[str, pl.DataFrame]:
+    """Every compared table, run ids dropped, sorted on every column."""
+    out = {}
+    with ws.connect(read_only=True) as con:
+        for name in COMPARED:
+            frame = con.sql(f"SELECT * FROM {name}").pl()
+            frame = frame.drop([c for c in RUN_ID_COLUMNS if c in frame.columns])
+            out[name] = frame.sort(frame.columns, nulls_last=True)
+    return out
+
+
+def assert_same_tables(local: Workspace, other: Workspace) -> dict[str, pl.DataFrame]:
+    expected, got = tables(local), tables(other)
+    for name in COMPARED:
+        assert_frame_equal(got[name], expected[name], check_exact=True, check_row_order=True)
+    return expected
+
+
+def invoke(runner: CliRunner, ws: Workspace, *args: str) -> Any:
+    return runner.invoke(main, ["--db", str(ws.db_path), "run", "--as-of", str(AS_OF), *args])
+
+
+# ----------------------------------------------------------- without Dask (always run)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """Seed 7, integer ids: loaded and registered, never run (copy it before running)."""
+    ws, _ = build_workspace(tmp_path_factory.mktemp("seeded") / "ws", 7, text_ids=False)
+    return ws
+
+
+def test_scheduler_without_dask_engine_is_a_usage_error(runner: CliRunner,
+                                                        seeded: Workspace) -> None:
+    result = invoke(runner, seeded, "--scheduler", "tcp://127.0.0.1:1")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: --scheduler only applies to --engine dask; add --engine dask or drop --scheduler"
+    )
+    with pytest.raises(UsageError, match="not one of local, dask"):
+        make_engine("spark")
+
+
+def test_dask_engine_without_the_extra_says_how_to_install_it(
+    runner: CliRunner, seeded: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dask_engine.importlib.util, "find_spec", lambda name: None)
+    result = invoke(runner, seeded, "--engine", "dask")
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1] == (
+        "Error: --engine dask needs the optional Dask extra, which is not installed: "
+        "pip install 'milestones[dask]', or run with --engine local"
+    )
+    with seeded.connect(read_only=True) as con:  # refused before a run was recorded
+        assert con.sql("SELECT count(*) FROM runs").fetchall() == [(0,)]
+
+
+def test_customer_links_join_chains_of_returns_across_customers(fresh_db) -> None:
+    fresh_db.execute(
+        "INSERT INTO transactions (txn_id, customer_id, txn_time, amount, type, parent_txn_id, "
+        "gross_amount) SELECT * FROM (VALUES "
+        "('A', 5, TIMESTAMPTZ '2024-01-01', 1, 'REGULAR', NULL, 1),"
+        "('B', 9, TIMESTAMPTZ '2024-01-02', 1, 'RETURN', 'A', 1),"    # 9 returns 5's bill
+        "('C', 9, TIMESTAMPTZ '2024-01-02', 1, 'REGULAR', NULL, 1),"
+        "('D', 3, TIMESTAMPTZ '2024-01-03', 1, 'RETURN', 'C', 1),"    # 3 returns 9's bill
+        "('E', 7, TIMESTAMPTZ '2024-01-03', 1, 'REGULAR', NULL, 1),"
+        "('F', 7, TIMESTAMPTZ '2024-01-04', 1, 'RETURN', 'E', 1))"    # own bill: no link
+    )
+    schema = pl.Schema({"customer_id": pl.Int64})
+    links = dask_engine.customer_links(fresh_db, schema)
+    assert links is not None
+    assert links.to_dict(as_series=False) == {
+        "customer_id": [3, 5, 9], "shard_customer": [3, 3, 3]}
+    fresh_db.execute("DELETE FROM transactions WHERE txn_id IN ('B', 'D')")
+    assert dask_engine.customer_links(fresh_db, schema) is None
+
+
+def test_a_return_of_another_customers_bill_is_scored_as_in_one_process(fresh_db,
+                                                                         tmp_path: Path) -> None:
+    shard_of = dict(fresh_db.sql("SELECT i, hash(i) % 2 FROM range(1, 40) t(i)").fetchall())
+    a, b = 1, next(i for i, k in shard_of.items() if k != shard_of[1])  # two shards apart
+    fresh_db.execute(
+        "INSERT INTO transactions (txn_id, customer_id, txn_time, amount, type, parent_txn_id, "
+        "gross_amount) VALUES "
+        "('T0', $a, TIMESTAMPTZ '2024-01-10 10:00Z', 100, 'REGULAR', NULL, 100),"
+        "('T1', $b, TIMESTAMPTZ '2024-01-12 10:00Z', 120, 'REGULAR', NULL, 120),"
+        "('R0', $b, TIMESTAMPTZ '2024-01-20 10:00Z', -50, 'RETURN', 'T0', -50)",
+        {"a": a, "b": b},
+    )
+    config = Config()
+    body = {"name": "Big bills", "trackingType": "DEFAULT", "frequencyType": "MONTHLY",
+            "frequency": 1, "totalPeriods": 2, "targetCycleStartDate": "2024-01-01",
+            "targets": [{"name": "sales", "targetEntity": "TRANSACTION", "targetType": "SALES",
+                         "expression": "currentTxn.value > 80", "enrolmentMethod": "TRANSACTION",
+                         "defaultValues": [{"defaultValue": 100}]}]}
+    registry.register_bodies(fresh_db, [("test", body)], config=config, as_of=date(2024, 2, 10))
+    groups = registry.load_groups(fresh_db, None, config=config)
+    whole = score(runs.read_sources(fresh_db), groups, date(2024, 2, 10), config)
+    schemas = dask_engine.export_shards(fresh_db, tmp_path, 2)
+    merged = dask_engine.merge(
+        [score(dask_engine.read_shard(tmp_path, k, schemas), groups, date(2024, 2, 10), config)
+         for k in range(2)],
+        groups,
+    )
+    got = merged.tables["target_progress"].sort("customer_id", "period_index")
+    assert_frame_equal(got, whole.tables["target_progress"].sort("customer_id", "period_index"))
+    # b's return reduces the window of the bill it returns (120 - 50), though that bill is a's;
+    # scored apart from a's bill it would be a parentless return of 50, failing the rule.
+    assert got.filter(pl.col("customer_id") == b)["value"].to_list() == [Decimal(70), 0]
+
+
+def test_shards_split_customers_whole_and_keep_every_column(seeded: Workspace,
+                                                            tmp_path: Path) -> None:
+    with seeded.connect(read_only=True) as con:
+        whole = runs.read_sources(con)
+        schemas = dask_engine.export_shards(con, tmp_path, 3)
+    shards = [dask_engine.read_shard(tmp_path, k, schemas) for k in range(3)]
+    txn_owner = whole["transactions"].select("txn_id", "customer_id").collect()
+    for name, frame in whole.items():
+        expected = frame.collect()
+        parts = [s[name].collect() for s in shards]
+        for part in parts:
+            assert part.schema == expected.schema, name
+        if name == "stores":
+            assert all(p.equals(expected) for p in parts)
+            continue
+        got = pl.concat(parts)
+        assert got.sort(got.columns).equals(expected.sort(expected.columns)), name
+        owners = [
+            (p if "customer_id" in p.columns else p.join(txn_owner, on="txn_id"))
+            ["customer_id"].unique().to_list()
+            for p in parts
+        ]
+        assert all(o for o in owners), f"{name}: a shard is empty; pick another seed"
+        seen = [c for o in owners for c in o]
+        assert len(seen) == len(set(seen)), f"{name}: a customer is split over shards"
+    # The cross-customer return and its parent bill share a shard.
+    linked = [s for s in shards
+              if s["transactions"].filter(pl.col("txn_id").is_in(["T0", "R0"])).collect().height]
+    assert len(linked) == 1
+
+
+def test_missing_shard_folder_gives_empty_frames_with_the_columns(seeded: Workspace,
+                                                                  tmp_path: Path) -> None:
+    with seeded.connect(read_only=True) as con:
+        schemas = dask_engine.export_shards(con, tmp_path, 2)
+    frames = dask_engine.read_shard(tmp_path, 99, schemas)
+    assert frames["transactions"].collect().height == 0
+    assert frames["transactions"].collect_schema() == schemas["transactions"]
+    assert frames["stores"].collect().height == len(STORES)
+
+
+def test_merged_shards_equal_scoring_everyone_at_once(seeded: Workspace, tmp_path: Path) -> None:
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        whole = score(runs.read_sources(con), groups, AS_OF, seeded.config)
+        schemas = dask_engine.export_shards(con, tmp_path, 3)
+    parts = [score(dask_engine.read_shard(tmp_path, k, schemas), groups, AS_OF, seeded.config)
+             for k in range(3)]
+    merged = dask_engine.merge(parts, groups)
+    assert merged.failures == whole.failures and set(whole.failures) == {BROKEN}
+    assert merged.groups == whole.groups
+    for name, frame in [*whole.tables.items(), ("rewards", whole.rewards)]:
+        got = merged.rewards if name == "rewards" else merged.tables[name]
+        assert frame.height, f"{name} is empty: the programme does not exercise it"
+        assert_frame_equal(got.sort(got.columns, nulls_last=True),
+                           frame.sort(frame.columns, nulls_last=True), check_exact=True)
+    # A leaderboard is ranked across shards: concatenated shard boards would repeat ranks.
+    boards = pl.concat([p.tables["leaderboard"] for p in parts if p.tables["leaderboard"].height])
+    assert boards.select(pl.struct("period_index", "rank").is_duplicated().any()).item()
+
+
+def test_a_group_failing_in_one_shard_fails_everywhere(seeded: Workspace) -> None:
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        result = score(runs.read_sources(con), groups, AS_OF, seeded.config)
+    board = next(g for g in groups if g.leaderboard_enabled)
+    failing = dask_engine.ScoreResult(tables=dict(result.tables), rewards=result.rewards,
+                                      failures={board.name: "boom"}, groups=result.groups)
+    merged = dask_engine.merge([result, failing], groups)
+    assert merged.failures == {board.name: "boom", BROKEN: result.failures[BROKEN]}
+    for frame in [*merged.tables.values(), merged.rewards]:
+        if frame.width:
+            assert board.group_id not in frame["group_id"].to_list()
+    assert merged.tables["streak_progress"].height == 2 * result.tables["streak_progress"].height
+
+
+# ---------------------------------------------------------------- with a Dask cluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """One 2-worker LocalCluster for the `--scheduler` tests (the start is most of their time)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as c:
+        yield c
+
+
+def _both_engines(runner: CliRunner, local: Workspace, other: Workspace, *dask_args: str,
+                  late: Path) -> dict[str, pl.DataFrame]:
+    """Run both, load the late returns into both, run both again; compare after each run."""
+    for step in ("first", "after late returns"):
+        a = invoke(runner, local)
+        b = invoke(runner, other, "--engine", "dask", *dask_args)
+        assert (a.exit_code, b.exit_code) == (3, 3), (step, a.output, b.output)
+        assert BROKEN in a.output and BROKEN in b.output
+        expected = assert_same_tables(local, other)
+        for ws in (local, other):
+            with ws.connect() as con:
+                assert load_exports(con, "transactions", [str(late)]).rows_rejected == 0
+    return expected
+
+
+@pytest.mark.parametrize("seed, text_ids", [
+    pytest.param(11, True, id="seed 11, text customer ids"),
+    pytest.param(23, False, id="seed 23, integer customer ids"),
+])
+def test_dask_on_a_scheduler_equals_local(cluster: Any, runner: CliRunner, tmp_path: Path,
+                                          seed: int, text_ids: bool) -> None:
+    local, late = build_workspace(tmp_path / "local", seed, text_ids)
+    other = clone(local, tmp_path / "dask")
+    expected = _both_engines(runner, local, other, "--scheduler", cluster.scheduler_address,
+                             late=late)
+    for name in COMPARED:
+        assert expected[name].height, f"{name} is empty: the programme does not exercise it"
+    assert expected["rewards"]["status"].to_list().count("REVOKED") >= 1
+
+
+def test_dask_with_its_own_local_cluster_equals_local(runner: CliRunner, seeded: Workspace,
+                                                      tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    local, other = clone(seeded, tmp_path / "local"), clone(seeded, tmp_path / "dask")
+    a = invoke(runner, local)
+    b = invoke(runner, other, "--engine", "dask")
+    assert (a.exit_code, b.exit_code) == (3, 3), (a.output, b.output)
+    assert_same_tables(local, other)
+    with other.connect(read_only=True) as con:
+        status = con.sql("SELECT status, error FROM runs").fetchall()
+    assert status[0][0] == "PARTIAL" and BROKEN in status[0][1]
+    assert not list(tmp_path.glob("dask/.milestones-shards-*"))
+
+
+def test_unreachable_scheduler_is_one_error_line(runner: CliRunner, seeded: Workspace,
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT", "1s")
+    ws = clone(seeded, tmp_path / "ws")
+    result = invoke(runner, ws, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    assert result.exit_code == 1, result.output
+    last = result.output.splitlines()[-1]
+    assert last.startswith("Error: cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' (")
+    assert last.endswith("leave out --scheduler to start a local cluster")
