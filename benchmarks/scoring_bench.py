@@ -450,6 +450,8 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     print(f"load average (1 min) before: {load_before:.1f}, after: {load_after:.1f}; "
           f"{os.cpu_count()} cores")
+    print(f"scoring/floor CPU-time ratio (steadier on a busy machine): "
+          f"{score_stage.cpu / floor_cpu:.2f}")
     print(f"scoring/floor ratio: {score_stage.seconds / floor_seconds:.2f}")
 
 
