@@ -212,9 +212,13 @@ def base_rows(ctx: GroupContext, lay: Layout, counted: dict[int, pl.LazyFrame]) 
     return _drop_after_unenrolment(rows, ctx) if enrolment.is_import(ctx) else rows
 
 
-def _with_balance(rows: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
+def _with_balance(
+    rows: pl.LazyFrame, ctx: GroupContext, *, rows_exist: bool = True
+) -> pl.LazyFrame:
     """`initial_balance` goes to the first of the customer's windows not ended before
     `enrolled_at` (the first window without `enrolled_at`) (SPEC §13)."""
+    if not rows_exist:
+        return rows.with_columns(pl.lit(0).cast(DEC).alias("_balance")).drop("_balance_any")
     enrolled = enrolment.customers(ctx).select("_cust", "enrolled_at")
     r = rows.join(enrolled, on="_cust", how="left").with_columns(
         (
@@ -244,10 +248,10 @@ def _with_balance(rows: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
 def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataFrame:
     """target_progress rows of one target (collected), with SPEC §11 columns."""
     counted = plan.counted[target.target_id]
-    base = enrolment.attach_target_values(plan.base, ctx, target)
+    base = enrolment.attach_target_values(plan.base, ctx, target, rows_exist=plan.enrolled_rows)
     if ctx.group.user_created:
         base = base.filter(pl.col("target_value").is_not_null())
-    base = _with_balance(base, ctx)
+    base = _with_balance(base, ctx, rows_exist=plan.enrolled_rows)
     contribs = measures.regular_contributions(
         counted.join(
             plan.layout.windows.select(*_win_keys(plan.layout), "start_date"),
@@ -294,6 +298,7 @@ class GroupPlan:
     layout: Layout
     counted: dict[int, pl.LazyFrame]
     base: pl.LazyFrame
+    enrolled_rows: bool = True  # any enrolments row for the group (else lookups are skipped)
 
 
 def group_plan(ctx: GroupContext) -> GroupPlan:
@@ -301,7 +306,12 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
     qualifying = _qualifying(ctx)
     lay = layout(ctx, qualifying)
     counted = {tid: lay.assign(q, ctx).cache() for tid, q in qualifying.items()}
-    return GroupPlan(layout=lay, counted=counted, base=base_rows(ctx, lay, counted))
+    return GroupPlan(
+        layout=lay,
+        counted=counted,
+        base=base_rows(ctx, lay, counted),
+        enrolled_rows=enrolment.has_rows(ctx),
+    )
 
 
 # --- group condition -----------------------------------------------------------------------

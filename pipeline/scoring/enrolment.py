@@ -63,9 +63,22 @@ def restrict_to_enrolment(records: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFr
     return out.drop("enrolled_at", "unenrolled_at")
 
 
-def attach_target_values(base: pl.LazyFrame, ctx: GroupContext, target: Target) -> pl.LazyFrame:
+def has_rows(ctx: GroupContext) -> bool:
+    """Whether any enrolments row names the group (most TRANSACTION groups have none, and then
+    the lookups below are skipped)."""
+    return enrolment_rows(ctx).select(pl.len()).collect().item() > 0
+
+
+def attach_target_values(
+    base: pl.LazyFrame, ctx: GroupContext, target: Target, *, rows_exist: bool = True
+) -> pl.LazyFrame:
     """Add `target_value` and `_balance_any` (the looked-up initial balance, before deciding which
     window it goes to) to rows keyed by `_cust`, `_win`, `ref_code`."""
+    if not rows_exist:
+        default = pl.lit(None, dtype=DEC) if ctx.group.user_created else _default_values(target)
+        return base.with_columns(
+            default.cast(DEC).alias("target_value"), pl.lit(None, dtype=DEC).alias("_balance_any")
+        )
     rows = enrolment_rows(ctx)
     name = target.name.strip().lower()
     levels = [
