@@ -235,7 +235,8 @@ def test_the_late_return_unachieves_a_period44_bill() -> None:
         "SELECT customer_id, sum(amount) FROM transactions WHERE txn_time::DATE = '2023-11-17' "
         "AND amount > 500 AND store_id IN ('50679757', '50679770') GROUP BY ALL"
     ).fetchall()
-    report = load_exports(con, "transactions", [str(DATA / "exports" / "late" / "transactions_late_returns.csv")])
+    late = DATA / "exports" / "late" / "transactions_late_returns.csv"
+    report = load_exports(con, "transactions", [str(late)])
     assert (report.rows_rejected, report.rows_loaded) == (0, 1)
     (parent, amount), = con.execute(
         "SELECT parent_txn_id, abs(amount) FROM transactions r WHERE txn_id IN "
