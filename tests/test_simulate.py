@@ -284,3 +284,19 @@ def test_enrolment_targets_scale_like_default_values() -> None:
     assert got.to_list() == [scale_value(Decimal(v), scale) for v in values]
     # Half-to-even at the fifth decimal: 0.86415 -> 0.8642, 0.86345 -> 0.8634.
     assert [str(v) for v in got.to_list()[:2]] == ["0.8642", "0.8634"]
+
+
+def test_a_group_naming_a_missing_column_is_reported_and_exits_3(
+    demo: Path, tmp_path: Path
+) -> None:
+    [(_, body)] = read_bodies(DATA / "groups" / "seed_streak.json")
+    body = {**body, "name": "Needs loyalty tier",
+            "targets": [{**body["targets"][0], "expression": "currentTxn.tier == \"gold\"",
+                         "expressionJson": None}]}
+    path = tmp_path / "tier.json"
+    path.write_text(json.dumps(body, default=str))
+    code, out, err = _cli(demo, "simulate", str(path), str(GROUPS[0]), "--as-of", "2026-11-22")
+    assert code == 3
+    assert "FAILED at x1: group 'Needs loyalty tier', target 'streakTestt123': rule " in out
+    assert err.startswith("Error: 1 group(s) could not be scored and have no figures above: "
+                          "Needs loyalty tier: group 'Needs loyalty tier'")

@@ -63,6 +63,8 @@ def simulate(app: AppContext, files: tuple[Path, ...], as_of: datetime | None,
              as_json: bool) -> None:
     """Backtest group files that are not registered on the loaded history; writes nothing.
 
+    Exit 3 when some group could not be scored (e.g. its rule names a column no export has).
+
     Example: milestones simulate new_programme.json --target-scale 0.8,1.0,1.2
     """
     ws = app.workspace
@@ -75,3 +77,4 @@ def simulate(app: AppContext, files: tuple[Path, ...], as_of: datetime | None,
     else:
         for line in simulate_tool.render(report):
             click.echo(line)
+    simulate_tool.raise_for_failures(report)

@@ -28,7 +28,7 @@ from pipeline import runs
 from pipeline.config import Config
 from pipeline.definitions.model import EvaluationType, Group
 from pipeline.definitions.parse import parse_group, read_bodies
-from pipeline.errors import DefinitionError, UsageError
+from pipeline.errors import DefinitionError, GroupsFailedError, UsageError
 from pipeline.rewards.ledger import STREAK_LEVEL
 from pipeline.scoring import engine
 from pipeline.scoring.context import DEC
@@ -203,6 +203,18 @@ def simulate(
         "warnings": warnings,
         "groups": [_group_report(g, scored) for g in groups],
     }
+
+
+def raise_for_failures(report: Mapping[str, Any]) -> None:
+    """`GroupsFailedError` (exit 3, as `run`) naming each group that could not be scored."""
+    failed = {
+        g["name"]: next(iter(g["failures"].values())) for g in report["groups"] if g["failures"]
+    }
+    if failed:
+        detail = "; ".join(f"{name}: {msg}" for name, msg in sorted(failed.items()))
+        raise GroupsFailedError(
+            f"{len(failed)} group(s) could not be scored and have no figures above: {detail}"
+        )
 
 
 # ------------------------------------------------------------------------------- summaries
