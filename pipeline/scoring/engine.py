@@ -252,14 +252,14 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
     if ctx.group.user_created:
         base = base.filter(pl.col("target_value").is_not_null())
     base = _with_balance(base, ctx, rows_exist=plan.enrolled_rows)
-    contribs = measures.regular_contributions(
-        counted.join(
-            plan.layout.windows.select(*_win_keys(plan.layout), "start_date"),
-            on=_win_keys(plan.layout),
-            how="inner",
-        ),
-        target,
-    )
+    ext = target.extended_field
+    if ext is not None and ext.aggregate_window is not None:
+        # MIN/MAX blocks are counted from the window's first day.
+        keys = _win_keys(plan.layout)
+        counted = counted.join(
+            plan.layout.windows.select(*keys, "start_date"), on=keys, how="inner"
+        )
+    contribs = measures.regular_contributions(counted, target)
     if records.has_returns(ctx, target):
         rets = _limit(records.return_records(ctx, target), ctx)
         placed = returns.placed_returns(
@@ -271,7 +271,11 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
             lambda f: plan.layout.assign_next(f, ctx),
         )
         contribs = pl.concat([contribs, placed], how="vertical_relaxed")
-    prog = measures.progress(base, contribs)
+    thresholds = None
+    if not plan.enrolled_rows and not ctx.group.user_created:
+        # Target values are the defaults, balances zero: they depend on the window only.
+        thresholds = base.select("_win", "target_value", "_balance").unique("_win").collect().lazy()
+    prog = measures.progress(base, contribs, thresholds)
     return prog.select(
         pl.lit(ctx.group.group_id, dtype=pl.Int64).alias("group_id"),
         pl.lit(target.target_id, dtype=pl.Int64).alias("target_id"),

@@ -79,12 +79,23 @@ def _block_extremes(c: pl.LazyFrame, window_type: str, days: int) -> pl.LazyFram
     return c.select(*ORDER, contrib.cast(DEC).alias("_contrib"))
 
 
-def progress(base: pl.LazyFrame, contributions: pl.LazyFrame) -> pl.LazyFrame:
+def progress(
+    base: pl.LazyFrame, contributions: pl.LazyFrame, thresholds: pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """Join a target's windows (``base``: ``_cust, _win, target_value, _balance`` and window
-    columns) with its contributions into value / achieved / achieved_at / last_activity_at."""
-    thresholds = base.select(*KEYS, "target_value", "_balance")
+    columns) with its contributions into value / achieved / achieved_at / last_activity_at.
+
+    `thresholds` (``_win, target_value, _balance``) may be given when the target value and
+    balance depend on the window only (no enrolment rows): joining on the window number alone
+    avoids a join of every record with every customer's window.
+    """
+    if thresholds is None:
+        on = KEYS
+        thresholds = base.select(*KEYS, "target_value", "_balance")
+    else:
+        on = ["_win"]
     running = (
-        contributions.join(thresholds, on=KEYS, how="inner")
+        contributions.join(thresholds, on=on, how="inner")
         .sort(ORDER)
         .with_columns(window_running(pl.col("_contrib"), pl.col("_balance")).alias("_running"))
         .with_columns(
