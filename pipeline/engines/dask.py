@@ -299,22 +299,16 @@ def merge(results: Sequence[ScoreResultLike], groups: list[Group]) -> ScoreResul
 
 def leaderboards(progress: pl.DataFrame, groups: Sequence[Group]) -> pl.DataFrame:
     """`leaderboard` rows of every leaderboard group, as `scoring.kinds` ranks them per group."""
-    from pipeline.scoring.leaderboard import leaderboard_table
+    from pipeline.scoring.kinds import group_leaderboard
 
     if not progress.height:
         return pl.DataFrame()
-    boards = []
-    for g in groups:
+    boards = [
+        group_leaderboard(g, progress)
+        for g in groups
         # PERIOD_AGNOSTIC groups never reach scoring.kinds (and may not have boards anyway).
-        if not g.leaderboard_enabled or g.evaluation_type is EvaluationType.PERIOD_AGNOSTIC:
-            continue
-        for t in g.targets:
-            rows = progress.filter(
-                (pl.col("group_id") == g.group_id)
-                & (pl.col("target_id") == t.target_id)
-                & pl.col("last_activity_at").is_not_null()
-            ).select("customer_id", "period_index", "value", "last_activity_at")
-            boards.append(leaderboard_table(rows, g.group_id, t.target_id))
+        if g.leaderboard_enabled and g.evaluation_type is not EvaluationType.PERIOD_AGNOSTIC
+    ]
     boards = [b for b in boards if b.height]
     return pl.concat(boards, how="vertical_relaxed") if boards else pl.DataFrame()
 

@@ -14,6 +14,7 @@ from pipeline.definitions.model import TrackingType
 from pipeline.scoring.context import DEC, GroupContext
 
 if TYPE_CHECKING:
+    from pipeline.definitions.model import Group
     from pipeline.scoring.engine import GroupPlan, GroupScore
 
 REWARD_COLUMNS = [
@@ -95,15 +96,23 @@ def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan) -> None:
         out.extra["capping"] = pl.concat(caps, how="vertical_relaxed")
         out.extra["capping_adjustments"] = pl.concat(adjustments, how="vertical_relaxed")
     if g.leaderboard_enabled:
-        from pipeline.scoring.leaderboard import leaderboard_table
+        out.extra["leaderboard"] = group_leaderboard(g, out.progress)
 
-        boards = []
-        for t in g.targets:
-            rows = out.progress.filter(
-                (pl.col("target_id") == t.target_id) & pl.col("last_activity_at").is_not_null()
-            ).select("customer_id", "period_index", "value", "last_activity_at")
-            boards.append(leaderboard_table(rows, g.group_id, t.target_id))
-        out.extra["leaderboard"] = pl.concat(boards, how="vertical_relaxed")
+
+def group_leaderboard(g: Group, progress: pl.DataFrame) -> pl.DataFrame:
+    """Leaderboard rows of one group from its target_progress rows: every customer with a
+    counted record, per target and window (the Dask driver re-ranks merged shards with this)."""
+    from pipeline.scoring.leaderboard import leaderboard_table
+
+    boards = []
+    for t in g.targets:
+        rows = progress.filter(
+            (pl.col("group_id") == g.group_id)
+            & (pl.col("target_id") == t.target_id)
+            & pl.col("last_activity_at").is_not_null()
+        ).select("customer_id", "period_index", "value", "last_activity_at")
+        boards.append(leaderboard_table(rows, g.group_id, t.target_id))
+    return pl.concat(boards, how="vertical_relaxed")
 
 
 def target_rewards(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
