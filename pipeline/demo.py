@@ -47,6 +47,14 @@ def export_files(folder: Path) -> list[tuple[str, Path]]:
     return [(kind, path) for _, kind, path in sorted(found)]
 
 
+EXAMPLE_QUERIES = (
+    "SELECT group_name, kind, ref_code, issued, revoked FROM rewards_per_window "
+    "ORDER BY group_name",
+    "SELECT group_name, customer_id, value, target_value, pct_of_target FROM current_progress "
+    "WHERE status = 'RUNNING' AND NOT achieved ORDER BY pct_of_target DESC LIMIT 10",
+)
+
+
 def run_demo(folder: Path, data: Path = DATA) -> list[str]:
     """Build the demo workspace in `folder` (replacing a previous demo's database and files)
     and return the summary lines."""
@@ -91,11 +99,13 @@ def run_demo(folder: Path, data: Path = DATA) -> list[str]:
         "  try:",
         f"    milestones --db {db} progress {_example_customer(ws)}",
         f"    milestones --db {db} runs",
-        f'    duckdb {db} "SELECT group_name, kind, ref_code, issued, revoked '
-        'FROM rewards_per_window ORDER BY group_name"',
-        f'    duckdb {db} "SELECT group_name, customer_id, value, target_value, pct_of_target '
-        "FROM current_progress WHERE status = 'RUNNING' AND NOT achieved "
-        'ORDER BY pct_of_target DESC LIMIT 10"',
+        f"    milestones --db {db} explain 1004 --group streakTestt123",
+        "  SQL to try (the duckdb Python package is installed; the duckdb CLI works too):",
+        *(
+            f'    python -c "import duckdb; duckdb.connect(\'{db}\', read_only=True)'
+            f'.sql(\\"{query}\\").show()"'
+            for query in EXAMPLE_QUERIES
+        ),
     ]
     report = write_report(ws, out=folder / REPORT_NAME)
     lines.append(f"  report: {report} (open it in a browser; `milestones --db {db} report` "
