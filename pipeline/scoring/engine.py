@@ -309,11 +309,17 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
     """Windows, counted records per target and base rows, shared by the group's targets."""
     qualifying = _qualifying(ctx)
     lay = layout(ctx, qualifying)
-    counted = {tid: lay.assign(q, ctx).cache() for tid, q in qualifying.items()}
+    # Materialise what every target reuses: a lazy `.cache()` only dedupes inside one query,
+    # and each target is its own `collect`, so the shared plans would run once per target.
+    if lay.per_customer:
+        assert lay.anchors is not None
+        lay.anchors = lay.anchors.collect().lazy()
+        lay.windows = lay.windows.collect().lazy()
+    counted = {tid: lay.assign(q, ctx).collect().lazy() for tid, q in qualifying.items()}
     return GroupPlan(
         layout=lay,
         counted=counted,
-        base=base_rows(ctx, lay, counted),
+        base=base_rows(ctx, lay, counted).collect().lazy(),
         enrolled_rows=enrolment.has_rows(ctx),
     )
 
@@ -348,12 +354,22 @@ def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
                 "targets_total": pl.Int32,
             }
         )
-    # The condition first held at the `need`-th earliest achievement (no record needed = earliest).
-    times = pl.col("achieved_at").filter(pl.col("achieved")).sort(nulls_last=False)
-    agg = progress.group_by(keys).agg(
-        pl.col("achieved").sum().cast(pl.Int32).alias("targets_achieved"),
-        times.slice(need - 1, 1).first().alias("_nth"),
-    )
+    if total == 1:
+        # One target: the window's condition is the target's; no grouping needed.
+        agg = progress.select(
+            *keys,
+            pl.col("achieved").cast(pl.Int32).alias("targets_achieved"),
+            pl.col("achieved_at").alias("_nth"),
+        )
+    else:
+        # The condition first held at the `need`-th earliest achievement (no record needed =
+        # earliest). Group on the two narrow keys only; the window columns follow them.
+        times = pl.col("achieved_at").filter(pl.col("achieved")).sort(nulls_last=False)
+        agg = progress.group_by("customer_id", "period_index").agg(
+            *(pl.col(k).first() for k in keys[2:]),
+            pl.col("achieved").sum().cast(pl.Int32).alias("targets_achieved"),
+            times.slice(need - 1, 1).first().alias("_nth"),
+        )
     achieved = pl.col("targets_achieved") >= need
     return agg.select(
         pl.lit(g.group_id, dtype=pl.Int64).alias("group_id"),
