@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline.definitions.model import TargetEntity, TargetType
 from pipeline.scoring import enrolment, records
-from pipeline.scoring.context import DEC, LOCAL_TS, UTC_TS, GroupContext
+from pipeline.scoring.context import DEC, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
 
 if TYPE_CHECKING:
     from pipeline.scoring.engine import GroupScore
@@ -65,19 +65,24 @@ def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: boo
     """Per-record contribution within one cycle (rows of that cycle, in order)."""
     if target_type is TargetType.VISIT:
         return (
-            (pl.col("_regular") & pl.col("_date").is_first_distinct().over("_cust"))
+            (pl.col("_regular") & pl.struct("_cust", "_date").is_first_distinct())
             .cast(pl.Int32)
             .cast(DEC)
         )
     if target_type is TargetType.COUNT:
         if entity is TargetEntity.LINEITEM:
             return (
-                (pl.col("_regular") & pl.col("_bill").is_first_distinct().over("_cust"))
+                (pl.col("_regular") & pl.struct("_cust", "_bill").is_first_distinct())
                 .cast(pl.Int32)
                 .cast(DEC)
             )
         return pl.col("_regular").cast(pl.Int32).cast(DEC)
     return pl.col("_amount").fill_null(0).cast(DEC)
+
+
+def _by_customer(value: pl.Expr) -> pl.Expr:
+    """Running sum per customer on the time-ordered stream."""
+    return sorted_cum_sum(value, ["_cust"])
 
 
 def _cycle_targets(ctx: GroupContext, custs: pl.DataFrame, k: int) -> pl.DataFrame:
@@ -125,7 +130,9 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
             break
         # The cycle opens at the customer's first remaining regular record; earlier returns
         # find no open cycle and are dropped.
-        opened = remaining.with_columns(pl.col("_regular").cum_sum().over("_cust").alias("_seen"))
+        opened = remaining.with_columns(
+            _by_customer(pl.col("_regular").cast(pl.Int32)).alias("_seen")
+        )
         opened = opened.filter(pl.col("_seen") > 0).drop("_seen")
         if opened.height == 0:
             break
@@ -133,27 +140,26 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
         tv = _cycle_targets(ctx, custs, k)
         if g.user_created:
             tv = tv.filter(pl.col("target_value").is_not_null())
-        cur = opened.join(tv.select("_cust", "target_value"), on="_cust", how="inner")
-        cur = cur.join(balances, on="_cust", how="left")
+        # Joins keep the stream's order: every step below reads rows in time order.
+        cur = opened.join(
+            tv.select("_cust", "target_value"), on="_cust", how="inner", maintain_order="left"
+        )
+        cur = cur.join(balances, on="_cust", how="left", maintain_order="left")
         eligible = pl.col("_bal").is_not_null() & (
             pl.col("_enr").is_null() | (pl.col("_ts") >= pl.col("_enr"))
         )
-        first = eligible & (eligible.cast(pl.Int32).cum_sum().over("_cust") == 1)
+        first = eligible & (_by_customer(eligible.cast(pl.Int32)) == 1)
         cur = cur.with_columns(
             contribution.alias("_contrib"),
             pl.when(first).then(pl.col("_bal")).otherwise(0).cast(DEC).alias("_badd"),
         )
-        cur = cur.with_columns(
-            (pl.col("_contrib") + pl.col("_badd")).cum_sum().over("_cust").alias("_running")
-        )
+        cur = cur.with_columns(_by_customer(pl.col("_contrib") + pl.col("_badd")).alias("_running"))
         reached = pl.col("target_value").is_not_null() & (
             pl.col("_running") >= pl.col("target_value")
         )
         # Rows up to and including the first that reaches the target belong to this cycle.
         cur = cur.with_columns(
-            (reached.cast(pl.Int32).cum_sum().over("_cust") - reached.cast(pl.Int32)).alias(
-                "_before"
-            )
+            (_by_customer(reached.cast(pl.Int32)) - reached.cast(pl.Int32)).alias("_before")
         )
         in_cycle = cur.filter(pl.col("_before") == 0)
         if trace is not None:

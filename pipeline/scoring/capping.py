@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.scoring.context import sorted_cum_sum
+
 DECIMAL = pl.Decimal(38, 4)
 KEYS = ("customer_id", "period_index")
 
@@ -51,7 +53,7 @@ def capping_tables(
         counted_points.select(*KEYS, "points_id", "awarded_at", points.fill_null(0).cast(DECIMAL))
         .join(caps.select(*KEYS, pl.col("cap").cast(DECIMAL)), on=KEYS, how="left")
         .sort(*KEYS, "awarded_at", "points_id")
-        .with_columns(_after=points.cum_sum().over(KEYS))
+        .with_columns(_after=sorted_cum_sum(points, list(KEYS)))
         .with_columns(_before=pl.col("_after") - points, _cap=cap)
         .with_columns(
             # min_horizontal skips a null cap, so an uncapped window allows everything.

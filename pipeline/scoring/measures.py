@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.definitions.model import Target, TargetEntity, TargetType
-from pipeline.scoring.context import DEC, KEYS
+from pipeline.scoring.context import DEC, KEYS, sorted_cum_sum
 
 ORDER = ["_cust", "_win", "_ts", "_k1", "_k2"]
 CONTRIB_COLS = [*ORDER, "_contrib"]
@@ -42,17 +42,8 @@ def regular_contributions(counted: pl.LazyFrame, target: Target) -> pl.LazyFrame
 
 
 def window_running(value: pl.Expr, offset: pl.Expr | None = None) -> pl.Expr:
-    """Running sum of `value` within each (customer, window), on rows sorted by `ORDER`.
-
-    One global cumulative sum minus the sum before each window's first row: the same result as
-    ``value.cum_sum().over(KEYS)`` without a window function over millions of tiny groups
-    (about 70x faster at 5M rows)."""
-    first = (
-        (pl.col("_cust") != pl.col("_cust").shift(1)) | (pl.col("_win") != pl.col("_win").shift(1))
-    ).fill_null(True)
-    total = value.cum_sum()
-    before = pl.when(first).then(total - value).forward_fill()
-    running = total - before
+    """Running sum of `value` within each (customer, window), on rows sorted by `ORDER`."""
+    running = sorted_cum_sum(value, KEYS)
     return running if offset is None else offset + running
 
 

@@ -95,8 +95,9 @@ def _trace_target(
     # The same contributions as engine.target_frame, tagged with what they are.
     windows = plan.layout.windows.select(*keys, "start_date")
     parts = [
-        measures.regular_contributions(counted.join(windows, on=keys, how="inner"), target)
-        .with_columns(pl.lit("REGULAR").alias("_kind"), pl.lit(None, pl.String).alias("_parent"))
+        measures.regular_contributions(
+            counted.join(windows, on=keys, how="inner"), target
+        ).with_columns(pl.lit("REGULAR").alias("_kind"), pl.lit(None, pl.String).alias("_parent"))
     ]
     all_returns = None
     if records.has_returns(ctx, target):
@@ -123,8 +124,10 @@ def _trace_target(
     excluded = _excluded_regular(ctx, plan, regular, counted)
     if unscored.height:
         excluded = pl.concat(
-            [excluded, _with_reason(unscored.filter(pl.col("_kind") == "REGULAR"),
-                                    "no_target_value")],
+            [
+                excluded,
+                _with_reason(unscored.filter(pl.col("_kind") == "REGULAR"), "no_target_value"),
+            ],
             how="vertical_relaxed",
         )
     if all_returns is not None:
@@ -181,9 +184,7 @@ def _mark_reached(rows: pl.DataFrame) -> pl.DataFrame:
 def _enrolment_reasons(ctx: GroupContext, frame: pl.LazyFrame) -> tuple[pl.LazyFrame, list]:
     """Join enrolment bounds (IMPORT groups) and return the reason expressions they give."""
     reasons: list[pl.Expr] = [
-        pl.when(pl.col("_ts") >= pl.lit(ctx.end_of_as_of).cast(UTC_TS)).then(
-            pl.lit("after_as_of")
-        )
+        pl.when(pl.col("_ts") >= pl.lit(ctx.end_of_as_of).cast(UTC_TS)).then(pl.lit("after_as_of"))
     ]
     if not enrolment.is_import(ctx):
         return frame, reasons
@@ -191,13 +192,15 @@ def _enrolment_reasons(ctx: GroupContext, frame: pl.LazyFrame) -> tuple[pl.LazyF
     frame = frame.join(enrolled, on="_cust", how="left")
     reasons += [
         pl.when(pl.col("_enrolled").is_null()).then(pl.lit("not_enrolled")),
-        pl.when(pl.col("unenrolled_at").is_not_null() & (pl.col("_ts") > pl.col("unenrolled_at")))
-        .then(pl.lit("after_unenrolment")),
+        pl.when(
+            pl.col("unenrolled_at").is_not_null() & (pl.col("_ts") > pl.col("unenrolled_at"))
+        ).then(pl.lit("after_unenrolment")),
     ]
     if ctx.config.track_from_enrolment:
         reasons.append(
-            pl.when(pl.col("enrolled_at").is_not_null() & (pl.col("_ts") < pl.col("enrolled_at")))
-            .then(pl.lit("before_enrolment"))
+            pl.when(
+                pl.col("enrolled_at").is_not_null() & (pl.col("_ts") < pl.col("enrolled_at"))
+            ).then(pl.lit("before_enrolment"))
         )
     return frame, reasons
 
@@ -205,9 +208,9 @@ def _enrolment_reasons(ctx: GroupContext, frame: pl.LazyFrame) -> tuple[pl.LazyF
 def _reason_list(reasons: list[pl.Expr], fallback: str = "not_counted") -> pl.Expr:
     """The codes that apply, in order; `fallback` when none does."""
     listed = pl.concat_list([r.cast(pl.String) for r in reasons]).list.drop_nulls()
-    return (
-        pl.when(listed.list.len() > 0).then(listed).otherwise(pl.lit([fallback]))
-    ).alias("_reasons")
+    return (pl.when(listed.list.len() > 0).then(listed).otherwise(pl.lit([fallback]))).alias(
+        "_reasons"
+    )
 
 
 EXCLUDED = ["_cust", "_win", "_ts", "_k1", "_k2", "_kind", "_parent", "_reasons"]
@@ -267,8 +270,9 @@ def _excluded_returns(
     rows = rows.join(own, on="_rid", how="left")
     rows, reasons = _enrolment_reasons(ctx, rows)
     known = pl.col("_parent").is_not_null()
-    reasons.append(pl.when(known & pl.col("_bill_counted").is_null()).then(
-        pl.lit("bill_not_counted")))
+    reasons.append(
+        pl.when(known & pl.col("_bill_counted").is_null()).then(pl.lit("bill_not_counted"))
+    )
     if target.entity is TargetEntity.LINEITEM:
         reasons.append(pl.when(known & ~pl.col("_rule")).then(pl.lit("line_rule_false")))
     reasons.append(pl.when(~known & ~pl.col("_pass")).then(pl.lit("return_rule_or_filter")))
@@ -369,9 +373,7 @@ COUNTED_SCHEMA = {
 }
 
 
-def _agnostic_counted(
-    ctx: GroupContext, target: Target, taken: list[pl.DataFrame]
-) -> pl.DataFrame:
+def _agnostic_counted(ctx: GroupContext, target: Target, taken: list[pl.DataFrame]) -> pl.DataFrame:
     """The records each cycle took, with the opening balance folded into the record it joined
     (as the engine adds it) and the record that closed the cycle marked."""
     if not taken:
@@ -379,7 +381,9 @@ def _agnostic_counted(
     frame = pl.concat(taken, how="vertical_relaxed").sort(ORDER)
     hit = pl.col("target_value").is_not_null() & (pl.col("_running") >= pl.col("target_value"))
     frame = frame.with_columns(
-        pl.when(pl.col("_regular")).then(pl.lit("REGULAR")).otherwise(pl.lit("RETURN"))
+        pl.when(pl.col("_regular"))
+        .then(pl.lit("REGULAR"))
+        .otherwise(pl.lit("RETURN"))
         .alias("_kind"),
         (pl.col("_contrib") + pl.col("_badd")).cast(DEC).alias("_contrib"),
         (hit & (hit.cast(pl.Int32).cum_sum().over(KEYS) == 1)).fill_null(False).alias("_reached"),
