@@ -21,7 +21,7 @@ import polars as pl
 
 from pipeline.definitions.model import RETURNABLE_TYPES, Target, TargetEntity, TargetType
 from pipeline.errors import MissingAttributeError
-from pipeline.rules.compile import compile_rule
+from pipeline.rules.compile import compile_rule, rule_columns
 from pipeline.scoring.context import DEC, UTC_TS, GroupContext
 
 STORE = "__store__"
@@ -41,12 +41,22 @@ def _stores(ctx: GroupContext) -> pl.LazyFrame:
     )
 
 
+def needs_stores(target: Target) -> bool:
+    """Whether the target reads the `stores` export: a ZONE/CONCEPT filter, or a rule naming a
+    `currentStore` attribute other than its id. Otherwise the join is skipped."""
+    if any(f.entity_type != "STORE" for f in target.filters):
+        return True
+    return any(ns == "currentStore" and col != "store_id" for ns, col in rule_columns(target.rule))
+
+
 def _with_store(
-    frame: pl.LazyFrame, ctx: GroupContext, store_col: str = "store_id"
+    frame: pl.LazyFrame, ctx: GroupContext, store_col: str = "store_id", *, target: Target
 ) -> pl.LazyFrame:
     if store_col not in frame.collect_schema().names():
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(store_col))
     frame = frame.with_columns(pl.col(store_col).cast(pl.String))
+    if not needs_stores(target):
+        return frame.with_columns(pl.col(store_col).alias(STORE + "store_id"))
     # currentStore.id and the STORE filter are the record's own store id, known or not.
     return frame.join(
         _stores(ctx), left_on=store_col, right_on=STORE + "store_id", how="left", coalesce=False
@@ -237,7 +247,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
                 pl.lit(target.event_name).alias("event_name"),
                 pl.col("txn_time").alias("event_time"),
             )
-        frame = _with_store(t, ctx)
+        frame = _with_store(t, ctx, target=target)
         spaces = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
         if entity is TargetEntity.EVENT:
             spaces["currentEvent"] = spaces["currentTxn"]
@@ -262,7 +272,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.LINEITEM:
-        frame = _line_frame(ctx, "REGULAR")
+        frame = _line_frame(ctx, "REGULAR", target)
         resolver = Resolver(
             ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE)
         )
@@ -278,7 +288,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         )
     if entity is TargetEntity.EVENT:
         e = ctx.source("events").filter(pl.col("event_name") == target.event_name)
-        frame = _with_store(e, ctx)
+        frame = _with_store(e, ctx, target=target)
         resolver = Resolver(ctx, target, _spaces(ctx, frame, currentEvent="", currentStore=STORE))
         ext = _ext_name(target)
         attr = (
@@ -302,7 +312,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     )
     if kind is not None:
         p = p.filter(pl.col("points_type").cast(pl.String).str.to_uppercase() == kind)
-    frame = _with_store(p, ctx)
+    frame = _with_store(p, ctx, target=target)
     own = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
     resolver = Resolver(
         ctx,
@@ -320,12 +330,12 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     )
 
 
-def _line_frame(ctx: GroupContext, txn_type: str) -> pl.LazyFrame:
+def _line_frame(ctx: GroupContext, txn_type: str, target: Target) -> pl.LazyFrame:
     t = _transactions(ctx).filter(pl.col("type") == txn_type)
     t = t.select(pl.col(c).alias(TXN + c) for c in t.collect_schema().names())
     li = ctx.source("line_items").with_columns(pl.col("txn_id").cast(pl.String))
     frame = li.join(t, left_on="txn_id", right_on=TXN + "txn_id", how="inner", coalesce=False)
-    return _with_store(frame, ctx, TXN + "store_id")
+    return _with_store(frame, ctx, TXN + "store_id", target=target)
 
 
 def _line_attr(ctx: GroupContext, target: Target, frame: pl.LazyFrame, *, returns: bool) -> pl.Expr:
@@ -378,7 +388,7 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         t = _transactions(ctx).filter(pl.col("type") == "RETURN")
         if target.type is TargetType.QUANTITY:
             t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
-        frame = _with_store(t, ctx)
+        frame = _with_store(t, ctx, target=target)
         resolver = Resolver(ctx, target, _spaces(ctx, frame, currentTxn="", currentStore=STORE))
         out = frame.select(
             pl.col("customer_id").alias("_cust"),
@@ -390,7 +400,7 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             _txn_attr(target, True).fill_null(0).alias("_red"),
         )
     else:
-        frame = _line_frame(ctx, "RETURN")
+        frame = _line_frame(ctx, "RETURN", target)
         resolver = Resolver(
             ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE)
         )
