@@ -271,11 +271,11 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
             lambda f: plan.layout.assign_next(f, ctx),
         )
         contribs = pl.concat([contribs, placed], how="vertical_relaxed")
-    thresholds = None
+    by_window = None
     if not plan.enrolled_rows and not ctx.group.user_created:
         # Target values are the defaults, balances zero: they depend on the window only.
-        thresholds = base.select("_win", "target_value", "_balance").unique("_win").collect().lazy()
-    prog = measures.progress(base, contribs, thresholds)
+        by_window = enrolment.default_values(target)
+    prog = measures.progress(base, contribs, by_window)
     return prog.select(
         pl.lit(ctx.group.group_id, dtype=pl.Int64).alias("group_id"),
         pl.lit(target.target_id, dtype=pl.Int64).alias("target_id"),

@@ -75,7 +75,7 @@ def attach_target_values(
     """Add `target_value` and `_balance_any` (the looked-up initial balance, before deciding which
     window it goes to) to rows keyed by `_cust`, `_win`, `ref_code`."""
     if not rows_exist:
-        default = pl.lit(None, dtype=DEC) if ctx.group.user_created else _default_values(target)
+        default = pl.lit(None, dtype=DEC) if ctx.group.user_created else default_values(target)
         return base.with_columns(
             default.cast(DEC).alias("target_value"), pl.lit(None, dtype=DEC).alias("_balance_any")
         )
@@ -108,14 +108,14 @@ def attach_target_values(
         tv_cols.append(f"_tv{i}")
         bal_cols.append(f"_ib{i}")
     # userCreated: the customer's own goal only; default values never apply (SPEC §13).
-    default = pl.lit(None, dtype=DEC) if ctx.group.user_created else _default_values(target)
+    default = pl.lit(None, dtype=DEC) if ctx.group.user_created else default_values(target)
     return out.with_columns(
         pl.coalesce([*(pl.col(c) for c in tv_cols), default]).cast(DEC).alias("target_value"),
         pl.coalesce([pl.col(c) for c in bal_cols]).cast(DEC).alias("_balance_any"),
     ).drop(tv_cols + bal_cols)
 
 
-def _default_values(target: Target) -> pl.Expr:
+def default_values(target: Target) -> pl.Expr:
     """`defaultValues[k-1]`, the last one repeating (SPEC §5)."""
     values = target.default_values
     if not values:

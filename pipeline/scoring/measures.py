@@ -71,32 +71,50 @@ def _block_extremes(c: pl.LazyFrame, window_type: str, days: int) -> pl.LazyFram
 
 
 def progress(
-    base: pl.LazyFrame, contributions: pl.LazyFrame, thresholds: pl.LazyFrame | None = None
+    base: pl.LazyFrame, contributions: pl.LazyFrame, by_window: pl.Expr | None = None
 ) -> pl.LazyFrame:
     """Join a target's windows (``base``: ``_cust, _win, target_value, _balance`` and window
     columns) with its contributions into value / achieved / achieved_at / last_activity_at.
 
-    `thresholds` (``_win, target_value, _balance``) may be given when the target value and
-    balance depend on the window only (no enrolment rows): joining on the window number alone
-    avoids a join of every record with every customer's window.
+    `by_window` may give the target value as an expression of ``_win`` alone, when values and
+    balances do not depend on the customer (no enrolment rows): then no record is joined with
+    its customer's window row before aggregation.
+
+    One pass over the records sorted by (customer, window, time): running values by segment
+    sums, then the last row of each window carries its measure, last activity and the first
+    instant the target was reached, so no group_by is needed.
     """
-    if thresholds is None:
-        on = KEYS
-        thresholds = base.select(*KEYS, "target_value", "_balance")
-    else:
-        on = ["_win"]
-    running = (
-        contributions.join(thresholds, on=on, how="inner")
-        .sort(ORDER)
-        .with_columns(window_running(pl.col("_contrib"), pl.col("_balance")).alias("_running"))
-        .with_columns(
-            pl.when(pl.col("_running") >= pl.col("target_value")).then(pl.col("_ts")).alias("_hit")
+    if by_window is None:
+        rows = contributions.join(
+            base.select(*KEYS, "target_value", "_balance"), on=KEYS, how="inner"
         )
+    else:
+        rows = contributions.with_columns(
+            by_window.cast(DEC).alias("target_value"), pl.lit(0).cast(DEC).alias("_balance")
+        )
+    hit = (pl.col("_running") >= pl.col("target_value")).fill_null(False)
+    first_hit = hit & (sorted_cum_sum(hit.cast(pl.Int32), KEYS) == 1)
+    last = (
+        (pl.col("_cust") != pl.col("_cust").shift(-1))
+        | (pl.col("_win") != pl.col("_win").shift(-1))
+    ).fill_null(True)
+    reached_us = sorted_cum_sum(
+        pl.when(first_hit).then(pl.col("_ts").dt.epoch("us")).otherwise(0), KEYS
     )
-    agg = running.group_by(KEYS).agg(
-        pl.col("_contrib").sum().alias("_measure"),
-        pl.col("_ts").max().alias("last_activity_at"),
-        pl.col("_hit").min().alias("_reached"),
+    ever_hit = sorted_cum_sum(first_hit.cast(pl.Int32), KEYS) > 0
+    agg = (
+        rows.sort(ORDER)
+        .with_columns(window_running(pl.col("_contrib"), pl.col("_balance")).alias("_running"))
+        .with_columns(reached_us.alias("_reached_us"), ever_hit.alias("_ever"), last.alias("_last"))
+        .filter(pl.col("_last"))
+        .select(
+            *KEYS,
+            (pl.col("_running") - pl.col("_balance")).alias("_measure"),
+            pl.col("_ts").alias("last_activity_at"),
+            pl.when(pl.col("_ever"))
+            .then(pl.from_epoch(pl.col("_reached_us"), time_unit="us").dt.replace_time_zone("UTC"))
+            .alias("_reached"),
+        )
     )
     value = (pl.col("_balance") + pl.col("_measure").fill_null(0)).cast(DEC)
     achieved = (
