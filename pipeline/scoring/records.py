@@ -64,7 +64,8 @@ def _with_store(
 
 
 def _txn_type() -> pl.Expr:
-    return pl.col("type").cast(pl.String).str.to_uppercase().fill_null("REGULAR")
+    # The loader stores enum words upper-case (pipeline.loading), so no case folding here.
+    return pl.col("type").cast(pl.String).fill_null("REGULAR")
 
 
 def _transactions(ctx: GroupContext) -> pl.LazyFrame:
@@ -311,7 +312,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         target.type
     )
     if kind is not None:
-        p = p.filter(pl.col("points_type").cast(pl.String).str.to_uppercase() == kind)
+        p = p.filter(pl.col("points_type").cast(pl.String) == kind)
     frame = _with_store(p, ctx, target=target)
     own = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
     resolver = Resolver(
@@ -379,11 +380,6 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     ``_parent`` is set only when the original bill is a known regular transaction; ``_pass`` is
     the rule and filters applied to the return itself (used only without a known parent).
     """
-    regular_ids = (
-        _transactions(ctx)
-        .filter(pl.col("type") == "REGULAR")
-        .select(pl.col("txn_id").alias("_known"))
-    )
     if target.entity is TargetEntity.TRANSACTION:
         t = _transactions(ctx).filter(pl.col("type") == "RETURN")
         if target.type is TargetType.QUANTITY:
@@ -414,7 +410,17 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             _pass(ctx, target, frame, resolver).alias("_pass"),
             _line_attr(ctx, target, frame, returns=True).fill_null(0).alias("_red"),
         )
-    out = out.join(regular_ids, left_on="_p", right_on="_known", how="left", coalesce=False)
+    # Known parents: the returns' parent ids (few) looked up among the regular bills (many), so
+    # the hash table is built on the small side.
+    parents = out.select(pl.col("_p").alias("txn_id")).drop_nulls().unique()
+    known = (
+        _transactions(ctx)
+        .filter(pl.col("type") == "REGULAR")
+        .select("txn_id")
+        .join(parents, on="txn_id", how="semi")
+        .select(pl.col("txn_id").alias("_known"))
+    )
+    out = out.join(known, left_on="_p", right_on="_known", how="left", coalesce=False)
     return out.with_columns(
         pl.when(pl.col("_known").is_not_null()).then(pl.col("_p")).alias("_parent")
     ).drop("_p", "_known")
