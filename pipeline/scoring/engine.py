@@ -17,7 +17,7 @@ from pipeline.config import Config
 from pipeline.definitions.model import EvaluationType, Group, Target, TrackingType
 from pipeline.errors import MilestonesError
 from pipeline.scoring import enrolment, measures, records, returns, windows
-from pipeline.scoring.context import DEC, KEYS, LOCAL_TS, UTC_TS, GroupContext
+from pipeline.scoring.context import DEC, KEYS, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
 
 TARGET_PROGRESS = [
     "group_id",
@@ -362,14 +362,26 @@ def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
             pl.col("achieved_at").alias("_nth"),
         )
     else:
-        # The condition first held at the `need`-th earliest achievement (no record needed =
-        # earliest). Group on the two narrow keys only; the window columns follow them.
-        times = pl.col("achieved_at").filter(pl.col("achieved")).sort(nulls_last=False)
-        agg = progress.group_by("customer_id", "period_index").agg(
+        # Group on the two narrow keys only; the window columns follow them.
+        by = ["customer_id", "period_index"]
+        agg = progress.group_by(by).agg(
             *(pl.col(k).first() for k in keys[2:]),
             pl.col("achieved").sum().cast(pl.Int32).alias("targets_achieved"),
-            times.slice(need - 1, 1).first().alias("_nth"),
+            # ALL: the last achievement (nulls, "no record needed", are the earliest).
+            pl.col("achieved_at").max().alias("_nth"),
         )
+        if need < total:
+            # ANY n: the n-th earliest achievement, by a counter over sorted rows.
+            nth = (
+                progress.filter(pl.col("achieved"))
+                .sort([*by, "achieved_at"], nulls_last=False)
+                .with_columns(
+                    sorted_cum_sum(pl.repeat(1, pl.len(), dtype=pl.Int32), by).alias("_n")
+                )
+                .filter(pl.col("_n") == need)
+                .select(*by, pl.col("achieved_at").alias("_nth"))
+            )
+            agg = agg.drop("_nth").join(nth, on=by, how="left")
     achieved = pl.col("targets_achieved") >= need
     return agg.select(
         pl.lit(g.group_id, dtype=pl.Int64).alias("group_id"),
