@@ -813,8 +813,8 @@ def programme(opts: Options, store_frame: pl.DataFrame | None = None) -> list[di
                    [_target("promo_cap", "REWARDS", "PROMOTIONAL_POINTS", m(500))],
                    "At most 500 promotional points a month."),
         _generated("All Points Weekly Cap", "CAPPING", "WEEKLY", start, weeks,
-                   [_target("points_cap", "REWARDS", "ALL_POINTS", [1500] * weeks)],
-                   "At most 1500 points a week."),
+                   [_target("points_cap", "REWARDS", "ALL_POINTS", [250] * weeks)],
+                   "At most 250 points a week."),
         _generated("Regular Points Month", "DEFAULT", "MONTHLY", start, months,
                    [_target("regular_points", "REWARDS", "REGULAR_POINTS", m(300))],
                    "Earn 300 regular points in a month."),
@@ -842,10 +842,10 @@ def programme(opts: Options, store_frame: pl.DataFrame | None = None) -> list[di
                                                     "windowValue": 2}})],
                    "The smallest cart of every two days adds up to 100 in a week."),
         _generated("House Brand Lines", "DEFAULT", "MONTHLY", start, months,
-                   [_target("house_lines", "LINEITEM", "EXTENDED_FIELD", m(5),
+                   [_target("house_lines", "LINEITEM", "EXTENDED_FIELD", m(2),
                             expression='currentLineItem.brand == "HOUSE"',
                             extendedFieldInfo={"name": "brand", "aggregateFunction": "COUNT"})],
-                   "Buy 5 house-brand lines a month."),
+                   "Buy 2 house-brand lines a month."),
         _generated("App Habit", "DEFAULT", "MONTHLY", start, months,
                    [_target("app_days", "EVENT", "VISIT", m(8), eventName="AppOpen")],
                    "Open the app on 8 different days a month."),
@@ -900,7 +900,7 @@ def enrolments(opts: Options, people: pl.DataFrame, bodies: Sequence[dict[str, A
         ))
     if "Spin the Wheel Goals" in names:
         setters = people.filter((pl.col("_app_activity") > 0) & (rng.uniform(c, 81) < 0.08))
-        goal = _money((rng.below(c, 82, 10) + 1) * 1_000)
+        goal = _money((rng.below(c, 82, 10) + 1) * 500)
         parts.append(setters.select(
             group_name=pl.lit("Spin the Wheel Goals"), customer_id=c,
             target_name=pl.lit("wheel_points"), period_ref=pl.lit(None, pl.String),
@@ -911,7 +911,7 @@ def enrolments(opts: Options, people: pl.DataFrame, bodies: Sequence[dict[str, A
             group_name=pl.lit("Spin the Wheel Goals"), customer_id=c,
             target_name=pl.lit("wheel_points"), period_ref=pl.lit("W02"),
             enrolled_at=signed, unenrolled_at=pl.lit(None, pl.Datetime("us")),
-            target_value=_money((rng.below(c, 84, 4) + 1) * 500),
+            target_value=_money((rng.below(c, 84, 4) + 1) * 250),
             initial_balance=pl.lit(None, MONEY),
         ))
     if "Monthly Spend Leaderboard" in names:
