@@ -1,0 +1,123 @@
+"""`milestones bench` at a tiny size: the figures are all there and the baselines agree with
+the engine. No timing is asserted (the machine is shared)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.config import Config
+from pipeline.definitions import model as m
+from pipeline.definitions.parse import parse_group
+from pipeline.errors import UsageError
+from pipeline.tools import bench
+from pipeline.tools import generate as gen
+
+TINY = ["--transactions", "3000", "--customers", "150", "--days", "62", "--seed", "4",
+        "--reference-share", "0.05"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench") / "data"
+
+
+@pytest.fixture(scope="module")
+def figures(data: Path) -> dict:
+    result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_json_has_every_required_figure(figures):
+    for key in bench.JSON_KEYS:
+        assert key in figures, key
+        assert figures[key] is not None, key
+    assert figures["records"] > 3_000
+    assert figures["peak_rss_bytes"] > 10 * 2**20
+    assert figures["scoring_s"] == pytest.approx(figures["read_s"] + figures["score_s"],
+                                                 abs=0.002)
+    assert figures["reference_extrapolated_s"] > figures["reference_sample_s"]
+
+
+def test_the_sql_baseline_and_the_engine_give_the_same_answer(figures):
+    assert figures["baseline_agrees"] is True
+    assert figures["notes"] == []
+
+
+def test_stages_are_listed_in_order_with_the_run_before_its_steps(figures):
+    names = [s["stage"] for s in figures["stages"]]
+    assert names == ["generate", "load", "register", "run (total)", "run: read inputs",
+                     "run: score", "floor (total)", "SQL baseline (DuckDB)",
+                     "engine on the baseline groups", "reference (5% sample)",
+                     "reference (extrapolated)"]
+    run = figures["stages"][3]
+    assert "SUCCEEDED" in run["note"]
+
+
+def test_a_second_bench_reuses_the_data_and_prints_the_table(figures, data):
+    result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data),
+                                       "--groups", "every_5_visits",
+                                       "--groups", "Baseline Monthly Sales",
+                                       "--reference-share", "0"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:6] == ["stage", "rows", "seconds", "rows/s", "x", "floor"]
+    assert "reused" in lines[1]
+    assert "2 groups" in next(line for line in lines if line.startswith("run (total)"))
+    assert "note: reference skipped (share 0)" in lines
+
+
+def test_an_unknown_group_is_a_usage_error(data):
+    result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data),
+                                       "--groups", "No Such Group"])
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --groups: 'No Such Group' not in the programme")
+
+
+def test_select_groups_by_name_or_slug_in_the_order_asked():
+    names = ["Every 5 Visits", "App Habit"]
+    assert bench.select_groups(names, []) == names
+    assert bench.select_groups(names, ["app_habit", " every 5 VISITS "]) == [
+        "App Habit", "Every 5 Visits"]
+    with pytest.raises(UsageError, match="'x' not in the programme"):
+        bench.select_groups(names, ["x"])
+
+
+def _group(name: str) -> m.Group:
+    body = next(b for b in gen.programme(gen.Options(customers=10, days=365))
+                if b["name"] == name)
+    parsed = parse_group(body, config=Config(leaderboards_enabled=True))
+    assert parsed.group is not None
+    return parsed.group
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    pytest.param("Baseline Monthly Sales",
+                 bench.FloorSpec("transactions", "txn_time", "1mo", "amount"), id="sales"),
+    pytest.param("Weekly Visit Streak",
+                 bench.FloorSpec("transactions", "txn_time", "1w", None), id="visits"),
+    pytest.param("House Brand Lines",
+                 bench.FloorSpec("line_items", "txn_time", "1mo", "brand", count=True),
+                 id="extended field count"),
+    pytest.param("Cart Builder",
+                 bench.FloorSpec("events", "event_time", "1w", "cart_value"), id="event sum"),
+    pytest.param("Yearly VIP",
+                 bench.FloorSpec("transactions", "txn_time", "1y", None), id="TransactionAdd"),
+    pytest.param("Promo Points Monthly Cap",
+                 bench.FloorSpec("points", "awarded_at", "1mo", "points"), id="points"),
+    pytest.param("Quarter Challenge 3 of 4",
+                 bench.FloorSpec("transactions", "txn_time", "1q", "amount"), id="custom"),
+])
+def test_floor_spec_follows_the_first_target(name, expected):
+    assert bench.floor_spec(_group(name)) == expected
+
+
+def test_reference_is_found_in_a_source_checkout():
+    module = bench.load_reference()
+    assert module is not None
+    assert callable(module.evaluate)
