@@ -28,7 +28,8 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -163,6 +164,45 @@ def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, pl.LazyFrame]:
         else:
             out[name] = pl.LazyFrame()
     return out
+
+
+@contextlib.contextmanager
+def scan_sources(
+    con: duckdb.DuckDBPyConnection, folder: Path | None = None
+) -> Iterator[dict[str, pl.LazyFrame]]:
+    """The loaded exports as lazy Parquet scans, typed exactly as `read_sources` types them.
+
+    Why: `read_sources` holds every record of every kind in memory for the whole run; at
+    tens of millions of records that alone exceeds a machine. Here each table is written once
+    with DuckDB ``COPY ... TO`` (streamed, never whole in memory) into a temporary folder
+    beside the database (or in `folder`), and `pl.scan_parquet` reads back only the columns
+    and rows each group's query needs. The folder is deleted on exit.
+    """
+    present = _tables(con)
+    root = Path(tempfile.mkdtemp(prefix=".milestones-scan-", dir=folder or _db_folder(con)))
+    try:
+        out: dict[str, pl.LazyFrame] = {}
+        for name in SOURCE_TABLES:
+            if name not in present:
+                out[name] = pl.LazyFrame()
+                continue
+            empty = con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").to_arrow_table()
+            schema = pl.from_arrow(empty).schema  # type: ignore[union-attr]
+            path = root / f"{name}.parquet"
+            literal = "'" + str(path).replace("'", "''") + "'"
+            con.execute(f"COPY {quote_ident(name)} TO {literal} (FORMAT parquet)")
+            out[name] = pl.scan_parquet(path).cast(dict(schema))
+        yield out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _db_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """The folder of the database file (None for an in-memory database: the temp folder)."""
+    rows = con.sql("SELECT file FROM pragma_database_list WHERE name = current_database()"
+                   ).fetchall()
+    file = rows[0][0] if rows else None
+    return Path(file).resolve().parent if file else None
 
 
 # --------------------------------------------------------------------------------------- scope

@@ -11,11 +11,12 @@ import polars as pl
 
 from pipeline.config import Config
 from pipeline.definitions.model import Group
-from pipeline.runs import ScoreFn, ScoreResultLike, read_sources
+from pipeline.runs import ScoreFn, ScoreResultLike, scan_sources
 
 
 class LocalEngine:
-    """`run --engine local`: `read_sources` then one `score` call.
+    """`run --engine local`: `scan_sources` (lazy Parquet scans of the loaded exports, so the
+    records are not all held in memory at once) then one `score` call.
 
     Args:
         score: the scoring entry point (default `pipeline.scoring.engine.score`); tests pass a
@@ -27,7 +28,8 @@ class LocalEngine:
 
     @contextmanager
     def inputs(self, con: duckdb.DuckDBPyConnection) -> Iterator[Mapping[str, pl.LazyFrame]]:
-        yield read_sources(con)
+        with scan_sources(con) as sources:
+            yield sources
 
     def score(
         self,
