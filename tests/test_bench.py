@@ -52,7 +52,8 @@ def test_the_sql_baseline_and_the_engine_give_the_same_answer(figures):
 def test_stages_are_listed_in_order_with_the_run_before_its_steps(figures):
     names = [s["stage"] for s in figures["stages"]]
     assert names == ["generate", "load", "register", "run (total)", "run: read inputs",
-                     "run: score", "floor (total)", "SQL baseline (DuckDB)",
+                     "run: score", "run: diff ledger, write files",
+                     "run: write tables, ledger, commit", "floor (total)", "SQL baseline (DuckDB)",
                      "engine on the baseline groups", "reference (5% sample)",
                      "reference (extrapolated)"]
     run = figures["stages"][3]

@@ -133,19 +133,27 @@ class _Meter:
     def stage(self, name: str, rows: int = 0, note: str = "") -> Iterator[dict[str, Any]]:
         """Time the block; it may set ``info["rows"]`` / ``info["note"]`` once it knows them.
         A stage is listed before the stages nested in it, and its peak includes theirs."""
-        self.say(f"{name} ...")
-        _reset_peak()
-        info: dict[str, Any] = {"rows": rows, "note": note, "peak": 0}
-        position = len(self.result.stages)
-        self._open.append(info)
-        started = time.perf_counter()
+        info = self.begin(name, rows, note)
         try:
             yield info
         finally:
-            self._open.pop()
-        seconds = time.perf_counter() - started
+            self.end(info)
+
+    def begin(self, name: str, rows: int = 0, note: str = "") -> dict[str, Any]:
+        self.say(f"{name.strip()} ...")
+        _reset_peak()
+        info: dict[str, Any] = {"name": name, "rows": rows, "note": note, "peak": 0,
+                                "position": len(self.result.stages),
+                                "started": time.perf_counter()}
+        self._open.append(info)
+        return info
+
+    def end(self, info: dict[str, Any]) -> None:
+        self._open.remove(info)
+        seconds = time.perf_counter() - info["started"]
         peak = max(peak_rss(), info["peak"])
-        self.add(Stage(name, int(info["rows"]), seconds, peak, str(info["note"])), position)
+        self.add(Stage(info["name"], int(info["rows"]), seconds, peak, str(info["note"])),
+                 info["position"])
 
     def add(self, stage: Stage, position: int | None = None) -> None:
         self.max_rss = max(self.max_rss, stage.peak_rss)
@@ -156,6 +164,31 @@ class _Meter:
         else:
             self.result.stages.insert(position, stage)
         self.say(f"{stage.name.strip()}: {stage.seconds:.2f} s")
+
+
+class _RunSteps:
+    """`runs.run`'s progress lines as stages: after scoring it diffs the ledger and writes the
+    run files ("comparing ..."), then replaces the output tables and the ledger ("writing ...")
+    and commits."""
+
+    STEPS = (("comparing earned rewards", "  run: diff ledger, write files"),
+             ("writing tables and ledger", "  run: write tables, ledger, commit"))
+
+    def __init__(self, meter: _Meter, rows: int) -> None:
+        self.meter = meter
+        self.rows = rows
+        self.current: dict[str, Any] | None = None
+
+    def __call__(self, message: str) -> None:
+        for prefix, name in self.STEPS:
+            if message.startswith(prefix):
+                self.close()
+                self.current = self.meter.begin(name, self.rows)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.meter.end(self.current)
+            self.current = None
 
 
 class TimedEngine:
@@ -212,9 +245,13 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> BenchResu
             bodies, selected = _register(con, data, opts.groups, config, meter)
         as_of = data.as_of
         engine = TimedEngine(meter, records)
+        steps = _RunSteps(meter, records)
         with meter.stage("run (total)", records, f"{len(selected)} groups") as info:
-            outcome = runs.run(ws, runs.RunRequest(as_of=as_of, groups=tuple(selected)),
-                               engine=engine)
+            try:
+                outcome = runs.run(ws, runs.RunRequest(as_of=as_of, groups=tuple(selected)),
+                                   engine=engine, progress=steps)
+            finally:
+                steps.close()
             info["note"] += f", {outcome.awards:,} rewards, status {outcome.status}"
         if outcome.failures:
             result.notes.append(f"groups failed in the run: {outcome.failures}")
@@ -594,6 +631,8 @@ def _figures(result: BenchResult, meter: _Meter, opts: BenchOptions,
         "run_s": seconds("run (total)"),
         "read_s": seconds("  run: read inputs"),
         "score_s": seconds("  run: score"),
+        "diff_and_files_s": seconds("  run: diff ledger, write files"),
+        "write_tables_s": seconds("  run: write tables, ledger, commit"),
         "floor_s": seconds("floor (total)"),
         "sql_baseline_s": seconds("SQL baseline (DuckDB)"),
         "engine_on_baseline_group_s": seconds("engine on the baseline groups"),
