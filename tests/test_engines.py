@@ -30,23 +30,14 @@ from pipeline.engines import dask as dask_engine
 from pipeline.engines import make_engine
 from pipeline.errors import UsageError
 from pipeline.loading import load_exports
-from pipeline.scoring.engine import score
+from pipeline.scoring.engine import TABLES, score
 from pipeline.workspace import Workspace
 
 START = date(2024, 1, 1)
 DAYS = 85
 AS_OF = date(2024, 3, 20)
 STORES = [("S1", "Z1", "C1"), ("S2", "Z1", "C2"), ("S3", "Z2", "C1"), ("S4", "Z2", "C2")]
-COMPARED = (
-    "target_progress",
-    "period_achievements",
-    "streak_runs",
-    "streak_progress",
-    "capping",
-    "capping_adjustments",
-    "leaderboard",
-    "rewards",
-)
+COMPARED = (*TABLES, "rewards")
 RUN_ID_COLUMNS = ("run_id", "issued_run_id", "revoked_run_id")
 BROKEN = "Broken rule"
 

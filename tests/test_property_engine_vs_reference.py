@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import Config
 from pipeline.definitions.parse import parse_group
-from pipeline.scoring.engine import score
+from pipeline.scoring.engine import TABLES, score
 from tests import reference
 from tests.engine_helpers import SCHEMAS
 
@@ -319,16 +319,7 @@ def _normalise(rows: list[dict]) -> list[tuple]:
     return sorted((tuple(sorted((k, norm(v)) for k, v in r.items())) for r in rows), key=repr)
 
 
-COMPARED = [
-    "target_progress",
-    "period_achievements",
-    "streak_runs",
-    "streak_progress",
-    "capping",
-    "capping_adjustments",
-    "leaderboard",
-    "rewards",
-]
+COMPARED = [*TABLES, "rewards"]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -25,6 +25,7 @@ import polars as pl
 
 from pipeline.definitions.model import Group, StreakLevel
 from pipeline.errors import InputError
+from pipeline.scoring.kinds import REWARD_COLUMNS
 
 RUN_COLUMNS = (
     "group_id",
@@ -44,18 +45,8 @@ PROGRESS_COLUMNS = (
     "next_level_name",
     "next_level_count",
 )
-LEVEL_REWARD_COLUMNS = (
-    "group_id",
-    "name",
-    "customer_id",
-    "period_index",
-    "ref_code",
-    "window_start",
-    "window_end",
-    "value",
-    "target_value",
-    "achieved_at",
-)
+# An earned STREAK_LEVEL_ACHIEVED reward without its kind and group name (kinds.apply adds them).
+LEVEL_REWARD_COLUMNS = tuple(c for c in REWARD_COLUMNS if c not in ("kind", "group_name"))
 
 
 def streak_tables(
