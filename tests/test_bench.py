@@ -122,3 +122,24 @@ def test_reference_is_found_in_a_source_checkout():
     module = bench.load_reference()
     assert module is not None
     assert callable(module.evaluate)
+
+
+def test_floor_reads_only_what_it_aggregates_and_gives_line_items_their_bill():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE transactions AS SELECT * FROM (VALUES "
+                "('T1', 1, TIMESTAMP '2025-01-03 10:00', 5.0, 'x'), "
+                "('T2', 1, TIMESTAMP '2025-02-03 10:00', 7.0, 'y')) "
+                "t(txn_id, customer_id, txn_time, amount, channel)")
+    con.execute("CREATE TABLE line_items AS SELECT * FROM (VALUES ('T1', 1, 2.0), "
+                "('T1', 2, 1.0), ('T2', 1, 4.0)) t(txn_id, line_no, qty)")
+    specs = [bench.FloorSpec("line_items", "txn_time", "1mo", "qty"),
+             bench.FloorSpec("transactions", "txn_time", "1mo", None)]
+    frames = bench.floor_read(con, specs)
+    assert sorted(frames["transactions"].columns) == ["customer_id", "txn_id", "txn_time"]
+    assert sorted(frames["line_items"].columns) == ["customer_id", "qty", "txn_id", "txn_time"]
+    qty = bench.floor_aggregate(frames, specs[0]).sort("_window")
+    assert qty["qty"].cast(float).to_list() == [3.0, 4.0]
+    bills = bench.floor_aggregate(frames, specs[1])
+    assert bills["len"].to_list() == [1, 1]
