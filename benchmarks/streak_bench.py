@@ -19,6 +19,7 @@ from datetime import datetime
 import polars as pl
 
 from pipeline.definitions.model import EvaluationType, Group, StreakLevel, TrackingType
+from pipeline.scoring.engine import PERIOD_ACHIEVEMENTS
 from pipeline.scoring.streaks import streak_tables
 
 
@@ -43,17 +44,8 @@ def synthetic_achievements(customers: int, windows: int, seed: int = 6) -> pl.Da
             .then(pl.col("window_start") + pl.duration(days=3))
             .dt.replace_time_zone("UTC")
         )
-        .select(
-            "group_id",
-            "customer_id",
-            "period_index",
-            "ref_code",
-            "window_start",
-            "window_end",
-            "status",
-            "achieved",
-            "achieved_at",
-        )
+        # period_achievements without the target counts, which streaks do not read.
+        .select(PERIOD_ACHIEVEMENTS[:-2])
     )
 
 

@@ -41,12 +41,6 @@ def regular_contributions(counted: pl.LazyFrame, target: Target) -> pl.LazyFrame
     return c.select(*ORDER, contrib.cast(DEC).alias("_contrib"))
 
 
-def window_running(value: pl.Expr, offset: pl.Expr | None = None) -> pl.Expr:
-    """Running sum of `value` within each (customer, window), on rows sorted by `ORDER`."""
-    running = sorted_cum_sum(value, KEYS)
-    return running if offset is None else offset + running
-
-
 def _block_extremes(c: pl.LazyFrame, window_type: str, days: int) -> pl.LazyFrame:
     """Sum over blocks of `days` days (from the window's start) of each block's MIN or MAX."""
     block = ((pl.col("_date") - pl.col("start_date")).dt.total_days().floordiv(max(days, 1))).alias(
@@ -104,7 +98,9 @@ def progress(
     ever_hit = sorted_cum_sum(first_hit.cast(pl.Int32), KEYS) > 0
     agg = (
         rows.sort(ORDER)
-        .with_columns(window_running(pl.col("_contrib"), pl.col("_balance")).alias("_running"))
+        .with_columns(
+            (pl.col("_balance") + sorted_cum_sum(pl.col("_contrib"), KEYS)).alias("_running")
+        )
         .with_columns(reached_us.alias("_reached_us"), ever_hit.alias("_ever"), last.alias("_last"))
         .filter(pl.col("_last"))
         .select(

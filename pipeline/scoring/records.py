@@ -15,8 +15,6 @@ export provides raises `MissingAttributeError` so that only this group fails.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import polars as pl
 
 from pipeline.definitions.model import RETURNABLE_TYPES, Target, TargetEntity, TargetType
@@ -95,20 +93,30 @@ def _line_qty_per_bill(ctx: GroupContext) -> pl.LazyFrame:
 
 
 class Resolver:
-    """Maps (namespace, column) of a rule to a column of the record frame."""
+    """Maps (namespace, column) of a rule to a column of one record frame.
 
-    def __init__(self, ctx: GroupContext, target: Target, spaces: dict[str, tuple[str, set[str]]]):
+    `prefixes` says where each namespace's columns live in the frame: "" for the record's own
+    (unprefixed) export columns, or the prefix of a joined table; several namespaces may share one
+    (a bill read as an event answers both `currentTxn` and `currentEvent`).
+    """
+
+    def __init__(self, ctx: GroupContext, target: Target, frame: pl.LazyFrame, **prefixes: str):
         self.ctx = ctx
         self.target = target
-        self.spaces = spaces  # namespace -> (column prefix, available columns)
-        self.schema: pl.Schema | None = None
+        self.schema = frame.collect_schema()
+        names = self.schema.names()
+        self.spaces: dict[str, tuple[str, set[str]]] = {}
+        for namespace, prefix in prefixes.items():
+            if prefix:
+                cols = {n[len(prefix) :] for n in names if n.startswith(prefix)}
+            else:
+                cols = {n for n in names if not n.startswith("_")}
+            self.spaces[namespace] = (prefix, cols)
 
     def dtype(self, namespace: str, column: str) -> pl.DataType | None:
         """The loaded dtype of a rule attribute (None when unknown)."""
         space = self.spaces.get(namespace)
-        if self.schema is None or space is None:
-            return None
-        return self.schema.get(space[0] + column)
+        return None if space is None else self.schema.get(space[0] + column)
 
     def __call__(self, namespace: str, column: str) -> pl.Expr:
         space = self.spaces.get(namespace)
@@ -121,21 +129,6 @@ class Resolver:
         )
 
 
-def _spaces(
-    ctx: GroupContext, frame: pl.LazyFrame, **prefixes: str
-) -> dict[str, tuple[str, set[str]]]:
-    """Which columns each namespace can see: unprefixed export columns, or a joined prefix."""
-    names = frame.collect_schema().names()
-    out: dict[str, tuple[str, set[str]]] = {}
-    for namespace, prefix in prefixes.items():
-        if prefix:
-            cols = {n[len(prefix) :] for n in names if n.startswith(prefix)}
-        else:
-            cols = {n for n in names if not n.startswith("_")}
-        out[namespace] = (prefix, cols)
-    return out
-
-
 def _filters(target: Target) -> pl.Expr:
     """Every STORE/ZONE/CONCEPT filter passes; a record with no store fails (SPEC §6.1, §13)."""
     expr = pl.lit(True)
@@ -146,37 +139,12 @@ def _filters(target: Target) -> pl.Expr:
     return expr
 
 
-def _checks(
-    ctx: GroupContext, target: Target, resolver: Resolver, frame: pl.LazyFrame
-) -> list[pl.Expr]:
+def _checks(ctx: GroupContext, target: Target, resolver: Resolver) -> list[pl.Expr]:
     """`_rule` (the rule is exactly true) and `_filt` (every store filter passes), kept apart so
     that `explain` can say which one excluded a record; `_pass` is both."""
-    rule = _compiled(ctx, target, resolver, frame)
+    rule = compile_rule(target.rule, resolver, ctx.tz, resolver.dtype).fill_null(False)
     filt = _filters(target)
     return [rule.alias("_rule"), filt.alias("_filt"), (rule & filt).alias("_pass")]
-
-
-def _pass(
-    ctx: GroupContext,
-    target: Target,
-    frame: pl.LazyFrame,
-    resolver: Callable[[str, str], pl.Expr],
-    *,
-    with_filters: bool = True,
-) -> pl.Expr:
-    rule = _compiled(ctx, target, resolver, frame)
-    return (rule & _filters(target)) if with_filters else rule
-
-
-def _compiled(
-    ctx: GroupContext, target: Target, resolver: Callable[[str, str], pl.Expr], frame: pl.LazyFrame
-) -> pl.Expr:
-    """The target's rule over `frame`, null counted as false, knowing the loaded dtypes."""
-    dtype = None
-    if isinstance(resolver, Resolver):
-        resolver.schema = frame.collect_schema()
-        dtype = resolver.dtype
-    return compile_rule(target.rule, resolver, ctx.tz, dtype).fill_null(False)
 
 
 def _txn_attr(target: Target, returns: bool) -> pl.Expr:
@@ -231,15 +199,10 @@ def _measure_attr(target: Target, attr: pl.Expr) -> pl.Expr:
 def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     """The records of the target's entity that can count, with `_pass` and `_attr`."""
     entity = target.entity
-    if entity is TargetEntity.TRANSACTION or (
-        entity is TargetEntity.EVENT
-        and (target.event_name or "").lower() in ("transactionadd", "returnbill")
-    ):
-        want = (
-            "RETURN"
-            if (target.event_name or "").lower() == "returnbill" and entity is TargetEntity.EVENT
-            else "REGULAR"
-        )
+    # EVENT targets on TransactionAdd / ReturnBill read the regular / return bills (SPEC §6.1).
+    bill_event = (target.event_name or "").lower() if entity is TargetEntity.EVENT else ""
+    if entity is TargetEntity.TRANSACTION or bill_event in ("transactionadd", "returnbill"):
+        want = "RETURN" if bill_event == "returnbill" else "REGULAR"
         t = _transactions(ctx).filter(pl.col("type") == want)
         if target.type is TargetType.QUANTITY:
             t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
@@ -249,33 +212,28 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
                 pl.col("txn_time").alias("event_time"),
             )
         frame = _with_store(t, ctx, target=target)
-        spaces = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
-        if entity is TargetEntity.EVENT:
-            spaces["currentEvent"] = spaces["currentTxn"]
-        resolver = Resolver(ctx, target, spaces)
+        # A bill read as an event answers currentEvent too; a TRANSACTION target's does not.
+        event = {"currentEvent": ""} if entity is TargetEntity.EVENT else {}
+        resolver = Resolver(ctx, target, frame, currentTxn="", currentStore=STORE, **event)
         ext = _ext_name(target)
-        attr = _attr_or_missing(
-            ctx,
-            target,
-            frame,
-            _txn_attr(target, False)
-            if ext is None or entity is TargetEntity.TRANSACTION
-            else pl.col(ext).cast(DEC, strict=False),
-            ext,
-        )
+        if ext is not None and entity is TargetEntity.EVENT:
+            attr = pl.col(ext).cast(DEC, strict=False)
+        else:
+            attr = _txn_attr(target, False)
+        attr = _attr_or_missing(ctx, target, frame, attr, ext)
         return frame.select(
             pl.col("customer_id").alias("_cust"),
             _ts("txn_time").alias("_ts"),
             pl.col("txn_id").alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("txn_id").alias("_bill"),
-            *_checks(ctx, target, resolver, frame),
+            *_checks(ctx, target, resolver),
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.LINEITEM:
         frame = _line_frame(ctx, "REGULAR", target)
         resolver = Resolver(
-            ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE)
+            ctx, target, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE
         )
         attr = _line_attr(ctx, target, frame, returns=False)
         return frame.select(
@@ -284,13 +242,13 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("txn_id").alias("_k1"),
             pl.col("line_no").cast(pl.Int64).alias("_k2"),
             pl.col("txn_id").alias("_bill"),
-            *_checks(ctx, target, resolver, frame),
+            *_checks(ctx, target, resolver),
             _measure_attr(target, attr).alias("_attr"),
         )
     if entity is TargetEntity.EVENT:
         e = ctx.source("events").filter(pl.col("event_name") == target.event_name)
         frame = _with_store(e, ctx, target=target)
-        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentEvent="", currentStore=STORE))
+        resolver = Resolver(ctx, target, frame, currentEvent="", currentStore=STORE)
         ext = _ext_name(target)
         attr = (
             _attr_or_missing(ctx, target, frame, pl.col(ext), ext).cast(DEC, strict=False)
@@ -303,7 +261,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("event_id").cast(pl.String).alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("event_id").cast(pl.String).alias("_bill"),
-            *_checks(ctx, target, resolver, frame),
+            *_checks(ctx, target, resolver),
             _measure_attr(target, attr).alias("_attr"),
         )
     # REWARDS: points rows of the target's points type.
@@ -314,11 +272,8 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     if kind is not None:
         p = p.filter(pl.col("points_type").cast(pl.String) == kind)
     frame = _with_store(p, ctx, target=target)
-    own = _spaces(ctx, frame, currentTxn="", currentStore=STORE)
     resolver = Resolver(
-        ctx,
-        target,
-        {**own, "currentEvent": own["currentTxn"], "currentLineItem": own["currentTxn"]},
+        ctx, target, frame, currentTxn="", currentEvent="", currentLineItem="", currentStore=STORE
     )
     return frame.select(
         pl.col("customer_id").alias("_cust"),
@@ -326,7 +281,7 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         pl.col("points_id").cast(pl.String).alias("_k1"),
         pl.lit(0, dtype=pl.Int64).alias("_k2"),
         pl.col("points_id").cast(pl.String).alias("_bill"),
-        *_checks(ctx, target, resolver, frame),
+        *_checks(ctx, target, resolver),
         pl.col("points").cast(DEC).alias("_attr"),
     )
 
@@ -385,20 +340,20 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
         if target.type is TargetType.QUANTITY:
             t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
         frame = _with_store(t, ctx, target=target)
-        resolver = Resolver(ctx, target, _spaces(ctx, frame, currentTxn="", currentStore=STORE))
+        resolver = Resolver(ctx, target, frame, currentTxn="", currentStore=STORE)
         out = frame.select(
             pl.col("customer_id").alias("_cust"),
             _ts("txn_time").alias("_ts"),
             pl.col("txn_id").alias("_k1"),
             pl.lit(0, dtype=pl.Int64).alias("_k2"),
             pl.col("parent_txn_id").alias("_p"),
-            _pass(ctx, target, frame, resolver).alias("_pass"),
+            *_checks(ctx, target, resolver),
             _txn_attr(target, True).fill_null(0).alias("_red"),
         )
     else:
         frame = _line_frame(ctx, "RETURN", target)
         resolver = Resolver(
-            ctx, target, _spaces(ctx, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE)
+            ctx, target, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE
         )
         out = frame.select(
             pl.col(TXN + "customer_id").alias("_cust"),
@@ -406,8 +361,7 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             pl.col("txn_id").alias("_k1"),
             pl.col("line_no").cast(pl.Int64).alias("_k2"),
             pl.col(TXN + "parent_txn_id").alias("_p"),
-            _pass(ctx, target, frame, resolver, with_filters=False).alias("_rule"),
-            _pass(ctx, target, frame, resolver).alias("_pass"),
+            *_checks(ctx, target, resolver),
             _line_attr(ctx, target, frame, returns=True).fill_null(0).alias("_red"),
         )
     # Known parents: the returns' parent ids (few) looked up among the regular bills (many), so

@@ -16,6 +16,7 @@ import polars as pl
 
 from pipeline.definitions.model import TargetEntity
 from pipeline.scoring.context import GroupContext
+from pipeline.scoring.measures import CONTRIB_COLS
 
 Assign = Callable[[pl.LazyFrame], pl.LazyFrame]
 
@@ -45,7 +46,6 @@ def placed_returns(
     ).unique()
     known = known.join(bills, on="_parent", how="inner")
     parentless = returns.filter(pl.col("_parent").is_null() & pl.col("_pass"))
-    cols = ["_cust", "_win", "_ts", "_k1", "_k2", "_contrib"]
     if mode == "original":
         known = known.with_columns(pl.col("_pwin").alias("_win"))
         parentless = assign_own(parentless)
@@ -54,6 +54,9 @@ def placed_returns(
         parentless = assign_next(parentless)
     contrib = (-pl.col("_red")).alias("_contrib")
     return pl.concat(
-        [known.with_columns(contrib).select(cols), parentless.with_columns(contrib).select(cols)],
+        [
+            known.with_columns(contrib).select(CONTRIB_COLS),
+            parentless.with_columns(contrib).select(CONTRIB_COLS),
+        ],
         how="vertical_relaxed",
     )
