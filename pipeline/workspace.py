@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -69,7 +69,7 @@ class Workspace:
             cfg = load_config(Path.cwd() / CONFIG_NAME)
         # Unset output.dir: ./rewards beside the database (a set one is absolute by now).
         if not cfg.output_dir.is_absolute():
-            cfg = _with_output_dir(cfg, db_path.parent / cfg.output_dir)
+            cfg = replace(cfg, output_dir=db_path.parent / cfg.output_dir)
         return cls(db_path=db_path, config=cfg)
 
     @contextmanager
@@ -80,12 +80,6 @@ class Workspace:
             yield con
         finally:
             con.close()
-
-
-def _with_output_dir(cfg: Config, out: Path) -> Config:
-    from dataclasses import replace
-
-    return replace(cfg, output_dir=out)
 
 
 def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
