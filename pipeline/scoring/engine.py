@@ -179,7 +179,8 @@ def layout(ctx: GroupContext, qualifying: dict[int, pl.LazyFrame]) -> Layout:
         firsts = firsts.join(enrolment.customers(ctx), on="_cust", how="inner").filter(
             pl.col("enrolled_at").is_null() | (pl.col("_ts") >= pl.col("enrolled_at"))
         )
-    anchors = firsts.group_by("_cust").agg(pl.col("_date").min().alias("_anchor"))
+    # Sorted: the cycles then come out in (customer, cycle) order (see `base_rows`).
+    anchors = firsts.group_by("_cust").agg(pl.col("_date").min().alias("_anchor")).sort("_cust")
     cycle_frame = windows.cycles(anchors, ctx)
     if enrolment.is_import(ctx):
         cycle_frame = _drop_after_unenrolment(cycle_frame, ctx)
@@ -208,7 +209,9 @@ def base_rows(ctx: GroupContext, lay: Layout, counted: dict[int, pl.LazyFrame]) 
     else:
         # TRANSACTION: every customer with a counted record for any target (SPEC §7).
         custs = pl.concat([c.select("_cust") for c in counted.values()]).unique()
-    rows = custs.join(lay.windows, how="cross")
+    # Customers in order, so the grid comes out in (customer, window) order, the order
+    # `measures.progress` finds rows in by binary search.
+    rows = custs.sort("_cust").join(lay.windows.sort("_win"), how="cross")
     return _drop_after_unenrolment(rows, ctx) if enrolment.is_import(ctx) else rows
 
 
@@ -246,7 +249,7 @@ def _with_balance(
 
 
 def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataFrame:
-    """target_progress rows of one target (collected), with SPEC §11 columns."""
+    """target_progress rows of one target (collected), with SPEC §11 columns, in base order."""
     counted = plan.counted[target.target_id]
     base = enrolment.attach_target_values(plan.base, ctx, target, rows_exist=plan.enrolled_rows)
     if ctx.group.user_created:
@@ -259,7 +262,7 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         counted = counted.join(
             plan.layout.windows.select(*keys, "start_date"), on=keys, how="inner"
         )
-    contribs = measures.regular_contributions(counted, target)
+    contribs, in_order = measures.contributions(counted.collect(), target)
     if records.has_returns(ctx, target):
         rets = _limit(records.return_records(ctx, target), ctx)
         placed = returns.placed_returns(
@@ -270,14 +273,9 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
             lambda f: plan.layout.assign(f, ctx),
             lambda f: plan.layout.assign_next(f, ctx),
         )
-        # Returns are few: materialise them so that the sort below sees two plain inputs
-        # (inline, the optimiser re-plans the returns' joins inside the sort, ~2x slower).
-        contribs = pl.concat([contribs, placed.collect().lazy()], how="vertical_relaxed")
-    by_window = None
-    if not plan.enrolled_rows and not ctx.group.user_created:
-        # Target values are the defaults, balances zero: they depend on the window only.
-        by_window = enrolment.default_values(target)
-    prog = measures.progress(base, contribs, by_window)
+        contribs = pl.concat([contribs, placed.collect()], how="vertical_relaxed")
+        in_order = False
+    prog = measures.progress(base.collect(), contribs, in_order=in_order)
     return prog.select(
         pl.lit(ctx.group.group_id, dtype=pl.Int64).alias("group_id"),
         pl.lit(target.target_id, dtype=pl.Int64).alias("target_id"),
@@ -292,7 +290,7 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         pl.col("achieved"),
         pl.col("achieved_at").cast(UTC_TS),
         pl.col("last_activity_at").cast(UTC_TS),
-    ).collect()
+    )
 
 
 def _win_keys(lay: Layout) -> list[str]:

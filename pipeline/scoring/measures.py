@@ -5,6 +5,11 @@ by record key), is the running value: a sum adds the attribute, a distinct count
 first record of each bill or local date, a MIN/MAX block adds the change of the block's running
 extreme, a return adds minus what it takes away. That one shape gives `value`, `achieved_at` and
 `last_activity_at` for every measure with the same few vectorised operations.
+
+Speed (issue 5): records are put in order by one packed Int128 key (customer, window, instant)
+instead of polars' five-column sort (about 2x cheaper; the rare equal keys are re-sorted by the
+record key), and each (customer, window) of records finds its row among the base rows by binary
+search on a packed Int64 key instead of a hash join over the whole customer x window grid.
 """
 
 from __future__ import annotations
@@ -16,32 +21,47 @@ from pipeline.scoring.context import DEC, KEYS, sorted_cum_sum
 
 ORDER = ["_cust", "_win", "_ts", "_k1", "_k2"]
 CONTRIB_COLS = [*ORDER, "_contrib"]
+_KEY_BITS = 126  # an Int128 key, keeping the sign bit and one spare
 
 
 def regular_contributions(counted: pl.LazyFrame, target: Target) -> pl.LazyFrame:
     """``counted``: regular records with ``_cust, _win, _ts, _k1, _k2, _bill, _date, _attr`` and
     (for aggregate windows) ``start_date``. Returns ``CONTRIB_COLS``."""
+    return contributions(counted.collect(), target)[0].lazy()
+
+
+def contributions(counted: pl.DataFrame, target: Target) -> tuple[pl.DataFrame, bool]:
+    """`regular_contributions` on a collected frame; also says whether the rows came out in
+    ``ORDER`` (the measures that need order sort here, and `progress` then need not sort again)."""
     ttype = target.type
     ext = target.extended_field
     if ext is not None and ext.aggregate_window is not None:
-        c = counted.sort(ORDER)
-        return _block_extremes(c, ext.aggregate_window.window_type, ext.aggregate_window.days)
+        c = sort_records(counted)
+        window = ext.aggregate_window
+        return _block_extremes(c, window.window_type, window.days), True
     if ttype is TargetType.VISIT or (
         ttype is TargetType.COUNT and target.entity is TargetEntity.LINEITEM
     ):
         # The first record of each local date (VISIT) or bill (LINEITEM COUNT) in the window, in
-        # time order; a struct key avoids a window function over millions of tiny groups.
+        # time order. In ORDER a date's (or a bill's: one instant, one `_k1`) records are
+        # adjacent, so "first" is "differs from the row before, or opens the window".
         what = "_date" if ttype is TargetType.VISIT else "_bill"
-        c = counted.sort(ORDER)
-        contrib = pl.struct(*KEYS, what).is_first_distinct().cast(pl.Int32)
-    elif ttype is TargetType.COUNT:
-        c, contrib = counted, pl.lit(1)
-    else:
-        c, contrib = counted, pl.col("_attr").fill_null(0)
-    return c.select(*ORDER, contrib.cast(DEC).alias("_contrib"))
+        c = sort_records(counted)
+        contrib = (_opens(KEYS) | (pl.col(what) != pl.col(what).shift(1))).fill_null(True)
+        return c.select(*ORDER, contrib.cast(pl.Int32).cast(DEC).alias("_contrib")), True
+    contrib = pl.lit(1) if ttype is TargetType.COUNT else pl.col("_attr").fill_null(0)
+    return counted.select(*ORDER, contrib.cast(DEC).alias("_contrib")), False
 
 
-def _block_extremes(c: pl.LazyFrame, window_type: str, days: int) -> pl.LazyFrame:
+def _opens(keys: list[str]) -> pl.Expr:
+    """True on the first row of each group of `keys` (rows sorted by them)."""
+    first = pl.lit(False)
+    for k in keys:
+        first = first | (pl.col(k) != pl.col(k).shift(1)).fill_null(True)
+    return first
+
+
+def _block_extremes(c: pl.DataFrame, window_type: str, days: int) -> pl.DataFrame:
     """Sum over blocks of `days` days (from the window's start) of each block's MIN or MAX."""
     block = ((pl.col("_date") - pl.col("start_date")).dt.total_days().floordiv(max(days, 1))).alias(
         "_block"
@@ -64,68 +84,150 @@ def _block_extremes(c: pl.LazyFrame, window_type: str, days: int) -> pl.LazyFram
     return c.select(*ORDER, contrib.cast(DEC).alias("_contrib"))
 
 
-def progress(
-    base: pl.LazyFrame, contributions: pl.LazyFrame, by_window: pl.Expr | None = None
-) -> pl.LazyFrame:
-    """Join a target's windows (``base``: ``_cust, _win, target_value, _balance`` and window
-    columns) with its contributions into value / achieved / achieved_at / last_activity_at.
+def _bits(low: int, high: int) -> int:
+    return max(high - low, 0).bit_length()
 
-    `by_window` may give the target value as an expression of ``_win`` alone, when values and
-    balances do not depend on the customer (no enrolment rows): then no record is joined with
-    its customer's window row before aggregation.
 
-    One pass over the records sorted by (customer, window, time): running values by segment
-    sums, then the last row of each window carries its measure, last activity and the first
-    instant the target was reached, so no group_by is needed.
+def _ranges(frame: pl.DataFrame, *exprs: pl.Expr) -> tuple:
+    """(min, max) of each expression, flattened."""
+    aggs = [(x.min().alias(f"l{i}"), x.max().alias(f"h{i}")) for i, x in enumerate(exprs)]
+    return frame.select(e for pair in aggs for e in pair).row(0)
+
+
+def sort_records(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` in ``ORDER`` (customer, window, instant, then the record key for equal instants).
+
+    Integer customers: sorted by one Int128 packing (customer, window, instant in µs), offsets
+    from the frame's minima; rows whose packed key is shared (same customer, window and instant)
+    are then re-sorted among themselves by ``_k1, _k2`` and put back in place. Anything that
+    does not fit 126 bits, or text customer ids, takes the plain five-column sort.
     """
-    if by_window is None:
-        rows = contributions.join(
-            base.select(*KEYS, "target_value", "_balance"), on=KEYS, how="inner"
-        )
-    else:
-        rows = contributions.with_columns(
-            by_window.cast(DEC).alias("target_value"), pl.lit(0).cast(DEC).alias("_balance")
-        )
-    hit = (pl.col("_running") >= pl.col("target_value")).fill_null(False)
-    first_hit = hit & (sorted_cum_sum(hit.cast(pl.Int32), KEYS) == 1)
-    last = (
-        (pl.col("_cust") != pl.col("_cust").shift(-1))
-        | (pl.col("_win") != pl.col("_win").shift(-1))
-    ).fill_null(True)
-    reached_us = sorted_cum_sum(
-        pl.when(first_hit).then(pl.col("_ts").dt.epoch("us")).otherwise(0), KEYS
+    if frame.height < 2:
+        return frame
+    if not frame.schema["_cust"].is_integer():
+        return frame.sort(ORDER)
+    us = pl.col("_ts").dt.epoch("us")
+    c_lo, c_hi, w_lo, w_hi, t_lo, t_hi = _ranges(frame, pl.col("_cust"), pl.col("_win"), us)
+    if t_lo is None:  # null instants: not expected, but keep polars' null ordering
+        return frame.sort(ORDER)
+    bw, bt = _bits(w_lo, w_hi), _bits(t_lo, t_hi)
+    if _bits(c_lo, c_hi) + bw + bt > _KEY_BITS:
+        return frame.sort(ORDER)
+    i128 = pl.Int128
+    key = (
+        (pl.col("_cust").cast(i128) - c_lo) * pl.lit(2 ** (bw + bt), dtype=i128)
+        + (pl.col("_win").cast(i128) - w_lo) * pl.lit(2**bt, dtype=i128)
+        + (us.cast(i128) - t_lo)
     )
-    ever_hit = sorted_cum_sum(first_hit.cast(pl.Int32), KEYS) > 0
-    agg = (
-        rows.sort(ORDER)
-        .with_columns(
-            (pl.col("_balance") + sorted_cum_sum(pl.col("_contrib"), KEYS)).alias("_running")
+    out = frame.with_columns(key.alias("__key")).sort("__key")
+    k = pl.col("__key")
+    tied = out.select(((k == k.shift(1)) | (k == k.shift(-1))).fill_null(False)).to_series()
+    if tied.any():
+        at = tied.arg_true()
+        sub = out[at]
+        # Row i of the tied block takes the tied row that ranks i-th by the full key.
+        rank = sub.select(pl.int_range(pl.len(), dtype=pl.UInt32).sort_by("__key", "_k1", "_k2"))
+        order = pl.int_range(out.height, dtype=pl.UInt32, eager=True).scatter(
+            at, at.gather(rank.to_series())
         )
-        .with_columns(reached_us.alias("_reached_us"), ever_hit.alias("_ever"), last.alias("_last"))
-        .filter(pl.col("_last"))
-        .select(
-            *KEYS,
-            (pl.col("_running") - pl.col("_balance")).alias("_measure"),
-            pl.col("_ts").alias("last_activity_at"),
-            pl.when(pl.col("_ever"))
-            .then(pl.from_epoch(pl.col("_reached_us"), time_unit="us").dt.replace_time_zone("UTC"))
-            .alias("_reached"),
-        )
+        out = out[order]
+    return out.drop("__key")
+
+
+def _base_rows_of(base: pl.DataFrame, windows: pl.DataFrame) -> pl.Series:
+    """For each (``_cust``, ``_win``) row of `windows`, its row number in `base` (UInt32; null
+    when `base` has no such row). Binary search on a packed Int64 key when the customer ids are
+    integers (base is nearly always in that order already); a hash join otherwise."""
+    cust = base.schema["_cust"]
+    if cust.is_integer() and windows.schema["_cust"].is_integer() and base.height:
+        both = pl.concat([base.select(KEYS), windows.select(KEYS)], how="vertical_relaxed")
+        c_lo, c_hi, w_lo, w_hi = _ranges(both, pl.col("_cust"), pl.col("_win"))
+        bw = _bits(w_lo, w_hi)
+        if _bits(c_lo, c_hi) + bw <= 62:
+            key = (pl.col("_cust").cast(pl.Int64) - c_lo) * 2**bw + (
+                pl.col("_win").cast(pl.Int64) - w_lo
+            )
+            bk = base.select(key).to_series()
+            wk = windows.select(key).to_series()
+            order = None if bk.is_sorted() else bk.arg_sort()
+            if order is not None:
+                bk = bk.gather(order)
+            at = bk.search_sorted(wk).clip(upper_bound=len(bk) - 1).cast(pl.UInt32)
+            found = bk.gather(at) == wk
+            if order is not None:
+                at = order.gather(at).cast(pl.UInt32)
+            return pl.DataFrame({"at": at, "found": found}).select(
+                pl.when(pl.col("found")).then(pl.col("at"))
+            )["at"]
+    rows = base.select(KEYS).with_row_index("__row")
+    probe = windows.select(KEYS).with_columns(pl.col("_cust").cast(cust))
+    return probe.join(rows, on=KEYS, how="left", maintain_order="left")["__row"]
+
+
+def progress(
+    base: pl.DataFrame, contributions: pl.DataFrame, *, in_order: bool = False
+) -> pl.DataFrame:
+    """`base` (``_cust, _win, target_value, _balance`` and window columns, one row per customer
+    and window) with ``value, achieved, achieved_at, last_activity_at`` measured from the
+    contributions (``CONTRIB_COLS``; `in_order` when already in ``ORDER``).
+
+    One pass over the records in order: running values by segment sums, the last row of each
+    (customer, window) carries its measure and last activity, the first row at or above the
+    target its instant. Records of a (customer, window) that `base` lacks do not count.
+    """
+    n = base.height
+    rows = contributions if in_order else sort_records(contributions)
+    rows = rows.select(*KEYS, "_ts", "_contrib")
+    opens = rows.select(_opens(KEYS)).to_series()
+    windows = rows.filter(opens).select(KEYS)
+    at = _base_rows_of(base, windows)  # per (customer, window) of records: its base row
+    seg = (opens.cast(pl.UInt32).cum_sum() - 1).alias("__seg")
+    # Target value and opening balance of each record's window, by position (no join).
+    rows = rows.with_columns(
+        seg,
+        base["target_value"].gather(at).gather(seg).alias("__tv"),
+        base["_balance"].gather(at).gather(seg).fill_null(0).alias("__bal"),
     )
-    value = (pl.col("_balance") + pl.col("_measure").fill_null(0)).cast(DEC)
+    measured = sorted_cum_sum(pl.col("_contrib"), ["__seg"])
+    rows = rows.with_columns(measured.alias("__measured"))
+    hit = ((pl.col("__bal") + pl.col("__measured")) >= pl.col("__tv")).fill_null(False)
+    first_hits = (
+        rows.filter(hit)
+        .select("__seg", "_ts")
+        .filter((pl.col("__seg") != pl.col("__seg").shift(1)).fill_null(True))
+    )
+    last = (pl.col("__seg") != pl.col("__seg").shift(-1)).fill_null(True)
+    lasts = rows.filter(last).select("__measured", "_ts")
+    s = windows.height
+    reached = pl.repeat(None, s, dtype=rows.schema["_ts"], eager=True)
+    if first_hits.height:
+        reached = reached.scatter(first_hits["__seg"], first_hits["_ts"])
+    # Base row -> its records' segment (null: no records), then every figure by gather.
+    seg_of = pl.repeat(None, n, dtype=pl.UInt32, eager=True)
+    valid = at.is_not_null()
+    if s and valid.any():
+        seg_of = seg_of.scatter(
+            at.filter(valid), pl.int_range(s, dtype=pl.UInt32, eager=True).filter(valid)
+        )
+    value = (pl.col("_balance") + pl.col("__m").fill_null(0)).cast(DEC)
     achieved = (
         pl.col("target_value").is_not_null() & (pl.col("value") >= pl.col("target_value"))
     ).fill_null(False)
     # No record was needed when the opening balance already meets the target (SPEC §13).
     needed = pl.col("_balance") < pl.col("target_value")
     return (
-        base.join(agg, on=KEYS, how="left")
+        base.with_columns(
+            lasts["__measured"].gather(seg_of).alias("__m"),
+            lasts["_ts"].gather(seg_of).alias("last_activity_at"),
+            reached.gather(seg_of).alias("__reached"),
+        )
         .with_columns(value.alias("value"))
         .with_columns(achieved.alias("achieved"))
         .with_columns(
             pl.when(pl.col("achieved") & needed)
-            .then(pl.col("_reached"))
+            .then(pl.col("__reached"))
             .otherwise(None)
             .alias("achieved_at")
         )
+        .drop("__m", "__reached")
     )
