@@ -211,7 +211,9 @@ def base_rows(ctx: GroupContext, lay: Layout, counted: dict[int, pl.LazyFrame]) 
         custs = pl.concat([c.select("_cust") for c in counted.values()]).unique()
     # Customers in order, so the grid comes out in (customer, window) order, the order
     # `measures.progress` finds rows in by binary search.
-    rows = custs.sort("_cust").join(lay.windows.sort("_win"), how="cross")
+    rows = custs.sort("_cust").join(
+        lay.windows.sort("_win"), how="cross", maintain_order="left_right"
+    )
     return _drop_after_unenrolment(rows, ctx) if enrolment.is_import(ctx) else rows
 
 

@@ -36,7 +36,7 @@ def contributions(counted: pl.DataFrame, target: Target) -> tuple[pl.DataFrame, 
     ttype = target.type
     ext = target.extended_field
     if ext is not None and ext.aggregate_window is not None:
-        c = sort_records(counted)
+        c = sort_records(counted.select(*ORDER, "_date", "_attr", "start_date"))
         window = ext.aggregate_window
         return _block_extremes(c, window.window_type, window.days), True
     if ttype is TargetType.VISIT or (
@@ -46,7 +46,7 @@ def contributions(counted: pl.DataFrame, target: Target) -> tuple[pl.DataFrame, 
         # time order. In ORDER a date's (or a bill's: one instant, one `_k1`) records are
         # adjacent, so "first" is "differs from the row before, or opens the window".
         what = "_date" if ttype is TargetType.VISIT else "_bill"
-        c = sort_records(counted)
+        c = sort_records(counted.select(*ORDER, what))
         contrib = (_opens(KEYS) | (pl.col(what) != pl.col(what).shift(1))).fill_null(True)
         return c.select(*ORDER, contrib.cast(pl.Int32).cast(DEC).alias("_contrib")), True
     contrib = pl.lit(1) if ttype is TargetType.COUNT else pl.col("_attr").fill_null(0)
@@ -140,8 +140,11 @@ def _base_rows_of(base: pl.DataFrame, windows: pl.DataFrame) -> pl.Series:
     integers (base is nearly always in that order already); a hash join otherwise."""
     cust = base.schema["_cust"]
     if cust.is_integer() and windows.schema["_cust"].is_integer() and base.height:
-        both = pl.concat([base.select(KEYS), windows.select(KEYS)], how="vertical_relaxed")
-        c_lo, c_hi, w_lo, w_hi = _ranges(both, pl.col("_cust"), pl.col("_win"))
+        ranges = [_ranges(f, pl.col("_cust"), pl.col("_win")) for f in (base, windows)]
+        c_lo, c_hi, w_lo, w_hi = (
+            f(v for v in vs if v is not None)
+            for f, vs in zip((min, max, min, max), zip(*ranges, strict=True), strict=True)
+        )
         bw = _bits(w_lo, w_hi)
         if _bits(c_lo, c_hi) + bw <= 62:
             key = (pl.col("_cust").cast(pl.Int64) - c_lo) * 2**bw + (
@@ -189,15 +192,15 @@ def progress(
         base["_balance"].gather(at).gather(seg).fill_null(0).alias("__bal"),
     )
     measured = sorted_cum_sum(pl.col("_contrib"), ["__seg"])
-    rows = rows.with_columns(measured.alias("__measured"))
-    hit = ((pl.col("__bal") + pl.col("__measured")) >= pl.col("__tv")).fill_null(False)
+    rows = rows.with_columns((pl.col("__bal") + measured).alias("__running"))
+    hit = (pl.col("__running") >= pl.col("__tv")).fill_null(False)
     first_hits = (
         rows.filter(hit)
         .select("__seg", "_ts")
         .filter((pl.col("__seg") != pl.col("__seg").shift(1)).fill_null(True))
     )
     last = (pl.col("__seg") != pl.col("__seg").shift(-1)).fill_null(True)
-    lasts = rows.filter(last).select("__measured", "_ts")
+    lasts = rows.filter(last).select(pl.col("__running").alias("__v"), "_ts")
     s = windows.height
     reached = pl.repeat(None, s, dtype=rows.schema["_ts"], eager=True)
     if first_hits.height:
@@ -209,15 +212,17 @@ def progress(
         seg_of = seg_of.scatter(
             at.filter(valid), pl.int_range(s, dtype=pl.UInt32, eager=True).filter(valid)
         )
-    value = (pl.col("_balance") + pl.col("__m").fill_null(0)).cast(DEC)
+    # A window without records keeps its opening balance (never null: see engine._with_balance).
+    value = pl.col("__v").fill_null(pl.col("_balance")).cast(DEC)
     achieved = (
         pl.col("target_value").is_not_null() & (pl.col("value") >= pl.col("target_value"))
     ).fill_null(False)
     # No record was needed when the opening balance already meets the target (SPEC §13).
     needed = pl.col("_balance") < pl.col("target_value")
     return (
-        base.with_columns(
-            lasts["__measured"].gather(seg_of).alias("__m"),
+        base.lazy()
+        .with_columns(
+            lasts["__v"].gather(seg_of).alias("__v"),
             lasts["_ts"].gather(seg_of).alias("last_activity_at"),
             reached.gather(seg_of).alias("__reached"),
         )
@@ -229,5 +234,6 @@ def progress(
             .otherwise(None)
             .alias("achieved_at")
         )
-        .drop("__m", "__reached")
+        .drop("__v", "__reached")
+        .collect()
     )
