@@ -40,9 +40,11 @@ import duckdb
 import polars as pl
 
 from pipeline.config import OUTPUT_FORMATS, Config
-from pipeline.definitions.model import EvaluationType, Group, TrackingType
+from pipeline.definitions.model import Group
 from pipeline.errors import GroupsFailedError, InputError, UsageError
 from pipeline.rewards import files, ledger
+from pipeline.scope import Scope
+from pipeline.staging import EARNED, Staging, staged_or_empty
 from pipeline.workspace import Workspace, quote_ident
 
 if TYPE_CHECKING:
@@ -179,7 +181,8 @@ def scan_sources(
     and rows each group's query needs. The folder is deleted on exit.
     """
     present = _tables(con)
-    root = Path(tempfile.mkdtemp(prefix=".milestones-scan-", dir=folder or _db_folder(con)))
+    root = (Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}scan-", dir=folder)) if folder
+            else scratch_folder(con, "scan"))
     try:
         out: dict[str, pl.LazyFrame] = {}
         for name in SOURCE_TABLES:
@@ -205,106 +208,28 @@ def _db_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
     return Path(file).resolve().parent if file else None
 
 
-# --------------------------------------------------------------------------------------- scope
+SCRATCH_PREFIX = ".milestones-"
+SCRATCH_KINDS = ("scan", "stage", "shards")  # what runs and engines make beside the database
+DUCKDB_MEMORY_SHARE = 8  # DuckDB may use 1/8 of the machine's memory during a run (min 1 GiB)
 
 
-@dataclass(frozen=True)
-class Scope:
-    """Which windows a run replaces: those overlapping [start, end] (start None = all before).
-
-    A nightly run is [-inf, D] ("every window that has started by D"); ``--from A --to B`` is
-    [A, B]. STREAK groups are always whole, since a run of windows spans the range's edges.
-    Groups with fixed periods are cut by period; per-customer windows (CYCLIC, PERIOD_AGNOSTIC)
-    by (customer, cycle) from their bounds as computed now or as stored.
-    """
-
-    start: date | None
-    end: date
-    whole: frozenset[int]
-    fixed: Mapping[int, frozenset[int]]
-    per_customer: frozenset[int]
-
-    @classmethod
-    def build(cls, groups: Sequence[Group], start: date | None, end: date) -> Scope:
-        whole: set[int] = set()
-        fixed: dict[int, frozenset[int]] = {}
-        per_customer: set[int] = set()
-        for g in groups:
-            if g.tracking_type is TrackingType.STREAK:
-                whole.add(g.group_id)
-            elif g.evaluation_type is EvaluationType.FIXED:
-                fixed[g.group_id] = frozenset(
-                    p.index
-                    for p in g.periods
-                    if p.start <= end and (start is None or p.end >= start)
-                )
-            else:
-                per_customer.add(g.group_id)
-        return cls(start, end, frozenset(whole), fixed, frozenset(per_customer))
-
-    @property
-    def group_ids(self) -> list[int]:
-        return sorted(self.whole | set(self.fixed) | self.per_customer)
-
-    def overlaps(self) -> pl.Expr:
-        """Rows whose [window_start, window_end] (local timestamps) meet the scope's dates."""
-        upper = datetime.combine(self.end + timedelta(days=1), datetime.min.time())
-        cond = pl.col("window_start") < upper
-        if self.start is not None:
-            lower = datetime.combine(self.start, datetime.min.time())
-            cond = cond & (pl.col("window_end").is_null() | (pl.col("window_end") >= lower))
-        return cond
-
-    def customer_windows(self, frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
-        """(group_id, customer_id, period_index) of per-customer windows in scope."""
-        keys = ["group_id", "customer_id", "period_index"]
-        parts = [
-            f.filter(pl.col("group_id").is_in(list(self.per_customer)) & self.overlaps())
-            .select(keys)
-            for f in frames
-            if f.height and "window_start" in f.columns
-        ]
-        if not parts:
-            return pl.DataFrame()
-        return pl.concat(_align(parts), how="vertical_relaxed").unique()
-
-    def fixed_frame(self) -> pl.DataFrame:
-        rows = [(g, i) for g, idx in self.fixed.items() for i in sorted(idx)]
-        return pl.DataFrame(
-            rows, schema={"group_id": pl.Int64, "period_index": pl.Int32}, orient="row"
-        )
-
-    def select(self, frame: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
-        """The rows of `frame` in scope; `keys` from `customer_windows`."""
-        if frame.is_empty() or "group_id" not in frame.columns:
-            return frame.clear()
-        parts = [frame.filter(pl.col("group_id").is_in(list(self.whole)))]
-        if "period_index" in frame.columns:
-            fx = self.fixed_frame()
-            if fx.height:
-                parts.append(
-                    frame.join(
-                        fx.cast({"group_id": frame.schema["group_id"],
-                                 "period_index": frame.schema["period_index"]}),
-                        on=["group_id", "period_index"],
-                        how="semi",
-                    )
-                )
-            if keys.height and "customer_id" in frame.columns:
-                parts.append(
-                    frame.join(
-                        keys.cast({c: frame.schema[c] for c in keys.columns}),
-                        on=list(keys.columns),
-                        how="semi",
-                    )
-                )
-        return pl.concat(parts, how="vertical")
+def scratch_folder(con: duckdb.DuckDBPyConnection, kind: str) -> Path:
+    """A new scratch folder beside the database (`heal` removes any a killed run left)."""
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-", dir=_db_folder(con)))
 
 
-def _align(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
-    """Cast key columns to one type so frames from the engine and the database concatenate."""
-    first = frames[0].schema
-    return [f.cast({c: first[c] for c in f.columns if c in first}) for f in frames]
+def _settle_session(con: duckdb.DuckDBPyConnection) -> None:
+    """Bound DuckDB's memory, so that it spills big joins and inserts to disk instead of
+    competing with the scoring for RAM, and read instants back in UTC whatever the machine's
+    zone (the run files carry UTC instants)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 0
+    if total > 0:
+        limit = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
+        con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
+    con.execute("SET TimeZone = 'UTC'")
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -397,38 +322,63 @@ def _score_and_commit(
     say: Callable[[str], None],
 ) -> RunOutcome:
     rows_in = {name: _count(con, name) for name in SOURCE_TABLES}
-    with engine.inputs(con) as inputs:
-        _step(3)
-        result = engine.score(inputs, groups, as_of, config)
-    _step(4)
-    say("comparing earned rewards with the ledger")
+    _settle_session(con)
+    staging = Staging(scratch_folder(con, "stage"), groups)
+    try:
+        with engine.inputs(con) as inputs:
+            _step(3)
+            for part in engine.parts(inputs, groups, as_of, config):
+                staging.add(part)
+        staging.finish(con)
+        _step(4)
+        say("comparing earned rewards with the ledger")
+        return _commit(con, run_id, groups, staging, request, as_of, out_dir, fmt, clock, say,
+                       rows_in)
+    finally:
+        Scope.sql_unbind(con)
+        staging.close()
 
-    ok = [g for g in groups if g.name not in result.failures]
+
+def _commit(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    groups: list[Group],
+    staging: Staging,
+    request: RunRequest,
+    as_of: date,
+    out_dir: Path,
+    fmt: str,
+    clock: Callable[[], datetime],
+    say: Callable[[str], None],
+    rows_in: dict[str, int],
+) -> RunOutcome:
+    """Steps 5 to 9 over the staged rows, in DuckDB: nothing is held whole in memory."""
+    failures = {g.name: staging.failures[g.name] for g in groups if g.name in staging.failures}
+    ok = [g for g in groups if g.name not in failures]
     scope = Scope.build(ok, request.from_date, as_of)
-    stored = {name: _stored(con, name, scope.group_ids) for name in ("target_progress",
-                                                                    "period_achievements")}
-    earned = ledger.with_reward_ids(result.rewards)
-    standing = ledger.read_ledger(con, scope.group_ids)
-    keys = scope.customer_windows(
-        [result.tables.get("target_progress", pl.DataFrame()),
-         result.tables.get("period_achievements", pl.DataFrame()),
-         *stored.values(), earned, standing]
+    new = {
+        name: staged_or_empty(staging, name, name,
+                              [c for c in _columns(con, name) if c != "run_id"])
+        for name in SCORED_TABLES
+    }
+    earned = staged_or_empty(staging, EARNED, "rewards", ledger.REWARD_COLUMNS)
+    ids = ", ".join(str(g) for g in scope.group_ids) or "NULL"
+    standing = f"(SELECT * FROM rewards WHERE group_id IN ({ids}))"
+    scope.sql_bind(con, [new["target_progress"], new["period_achievements"],
+                         f"(SELECT * FROM target_progress WHERE group_id IN ({ids}))",
+                         f"(SELECT * FROM period_achievements WHERE group_id IN ({ids}))",
+                         earned, standing])
+    awards, revocations = ledger.diff_sql(
+        con,
+        f"(SELECT * FROM {earned} e WHERE {scope.sql_predicate('e')})",
+        f"(SELECT * FROM {standing} r WHERE {scope.sql_predicate('r')})",
     )
-    change = ledger.diff(scope.select(earned, keys), scope.select(standing, keys))
     _step(5)
 
-    names = {g.group_id: g.name for g in groups}
-    new_tables = {
-        name: scope.select(result.tables.get(name, pl.DataFrame()), keys) for name in SCORED_TABLES
-    }
-    # A table the engine left without columns still gets its header in the files.
-    new_tables = {
-        name: frame if frame.width else con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").pl()
-        for name, frame in new_tables.items()
-    }
-    status = _status(groups, result.failures)
-    rows_out = {name: f.height for name, f in new_tables.items()}
-    rows_out |= {"awards": change.awards.height, "revocations": change.revocations.height}
+    selected = {name: _in_scope(relation, scope, name) for name, relation in new.items()}
+    rows_out = {name: _rows(con, query) for name, query in selected.items()}
+    rows_out |= {"awards": _rows(con, awards), "revocations": _rows(con, revocations)}
+    status = _status(groups, failures)
     tmp = out_dir / f".{run_id}.tmp"
     info: dict[str, Any] = {
         "run_id": run_id,
@@ -437,18 +387,28 @@ def _score_and_commit(
         "from_date": request.from_date.isoformat() if request.from_date else None,
         "to_date": request.to_date.isoformat() if request.to_date else None,
         "groups": [g.name for g in ok],
-        "failed_groups": result.failures,
+        "failed_groups": failures,
         "rows_in": rows_in,
         "rows_out": rows_out,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
+    names = _names_sql(groups)
     files.write_run_folder(
         tmp,
         {
-            "awards": change.awards,
-            "revocations": change.revocations,
-            "capping_adjustments": _named(new_tables["capping_adjustments"], names),
-            "leaderboard_top": _named(files.leaderboard_top(new_tables["leaderboard"]), names),
+            "awards": con.sql(ledger.ordered(awards)).pl(),
+            "revocations": con.sql(ledger.ordered(revocations)).pl(),
+            "capping_adjustments": con.sql(
+                f"SELECT a.group_id, n.group_name, a.* EXCLUDE (group_id) "
+                f"FROM ({selected['capping_adjustments']}) a LEFT JOIN {names} n USING (group_id) "
+                f"ORDER BY group_id, target_id, customer_id, period_index, awarded_at, points_id"
+            ).pl(),
+            "leaderboard_top": con.sql(
+                f"SELECT b.group_id, n.group_name, b.* EXCLUDE (group_id) "
+                f"FROM ({selected['leaderboard']}) b LEFT JOIN {names} n USING (group_id) "
+                f"WHERE rank <= {files.LEADERBOARD_TOP_N} "
+                f"ORDER BY group_id, target_id, period_index, rank"
+            ).pl(),
         },
         fmt,
         info,
@@ -458,18 +418,18 @@ def _score_and_commit(
 
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, frame in new_tables.items():
-            _replace(con, name, frame, scope, keys, run_id)
+        for name, query in selected.items():
+            _replace(con, name, query, scope, run_id)
         _step(7)
-        ledger.apply(con, change, run_id=run_id, at=clock())
+        ledger.apply_tables(con, awards, revocations, run_id=run_id, at=clock())
         _step(8)
         folder = out_dir / run_id
         con.execute(
             "UPDATE runs SET finished_at = $at, status = $status, groups = $groups, "
             "awards = $awards, revocations = $revocations, error = $error WHERE run_id = $id",
-            {"at": clock(), "status": status, "groups": list(result.groups),
-             "awards": change.awards.height, "revocations": change.revocations.height,
-             "error": _failure_text(result.failures), "id": run_id},
+            {"at": clock(), "status": status, "groups": staging.scored,
+             "awards": rows_out["awards"], "revocations": rows_out["revocations"],
+             "error": _failure_text(failures), "id": run_id},
         )
         con.execute(
             "INSERT INTO run_outputs (run_id, folder, format) VALUES ($id, $folder, $fmt)",
@@ -486,11 +446,11 @@ def _score_and_commit(
         as_of=as_of,
         from_date=request.from_date,
         to_date=request.to_date,
-        groups=list(result.groups),
-        awards=change.awards.height,
-        revocations=change.revocations.height,
+        groups=list(staging.scored),
+        awards=rows_out["awards"],
+        revocations=rows_out["revocations"],
         folder=folder,
-        failures=dict(result.failures),
+        failures=failures,
         rows_out=rows_out,
     )
 
@@ -530,61 +490,44 @@ def _failure_text(failures: Mapping[str, str]) -> str | None:
     return "; ".join(f"{name}: {msg}" for name, msg in sorted(failures.items()))
 
 
+def _in_scope(relation: str, scope: Scope, table: str) -> str:
+    """The new rows of `table` (an SQL relation) that the run writes: those in scope."""
+    has_customer, has_period = SCORED_TABLES[table]
+    pred = scope.sql_predicate("n", customer=has_customer, period=has_period)
+    return f"SELECT * FROM {relation} n WHERE {pred}"
+
+
 def _replace(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    frame: pl.DataFrame,
-    scope: Scope,
-    keys: pl.DataFrame,
-    run_id: str,
+    con: duckdb.DuckDBPyConnection, table: str, query: str, scope: Scope, run_id: str
 ) -> None:
     """Delete the table's rows in scope and insert the new ones (both cut by the same scope)."""
     has_customer, has_period = SCORED_TABLES[table]
     t = quote_ident(table)
-    whole = pl.DataFrame({"group_id": sorted(scope.whole)}, schema={"group_id": pl.Int64})
-    con.register("_whole", whole)
-    conditions = ["group_id IN (SELECT group_id FROM _whole)"]
-    registered = ["_whole"]
-    if has_period:
-        con.register("_fixed", scope.fixed_frame())
-        registered.append("_fixed")
-        conditions.append(
-            f"EXISTS (SELECT 1 FROM _fixed k WHERE k.group_id = {t}.group_id "
-            f"AND k.period_index = {t}.period_index)"
-        )
-        if has_customer and keys.height:
-            con.register("_keys", keys)
-            registered.append("_keys")
-            conditions.append(
-                f"EXISTS (SELECT 1 FROM _keys k WHERE k.group_id = {t}.group_id "
-                f"AND k.customer_id = {t}.customer_id AND k.period_index = {t}.period_index)"
-            )
-    try:
-        con.execute(f"DELETE FROM {t} WHERE " + " OR ".join(conditions))
-        if frame.height:
-            if table == "target_progress":
-                frame = frame.with_columns(run_id=pl.lit(run_id))
-            columns = [c for c in _columns(con, table) if c in frame.columns]
-            con.register("_new", frame.select(columns))
-            registered.append("_new")
-            cols = ", ".join(quote_ident(c) for c in columns)
-            con.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM _new")
-    finally:
-        for name in registered:
-            con.unregister(name)
-
-
-def _named(frame: pl.DataFrame, names: Mapping[int, str]) -> pl.DataFrame:
-    """`frame` with the group's name next to its id, for people reading the file."""
-    if "group_id" not in frame.columns:
-        return frame
-    mapping = pl.DataFrame(
-        {"group_id": list(names), "group_name": list(names.values())},
-        schema={"group_id": frame.schema["group_id"], "group_name": pl.String},
+    pred = scope.sql_predicate(t, customer=has_customer, period=has_period)
+    con.execute(f"DELETE FROM {t} WHERE {pred}")
+    columns = _columns(con, table)
+    select = ", ".join("$run AS run_id" if c == "run_id" else quote_ident(c) for c in columns)
+    names = ", ".join(quote_ident(c) for c in columns)
+    con.execute(
+        f"INSERT INTO {t} ({names}) SELECT {select} FROM ({query})",
+        {"run": run_id} if table == "target_progress" else None,
     )
-    out = frame.join(mapping, on="group_id", how="left", maintain_order="left")
-    cols = ["group_id", "group_name", *[c for c in frame.columns if c != "group_id"]]
-    return out.select(cols)
+
+
+def _names_sql(groups: Sequence[Group]) -> str:
+    """An SQL relation of (group_id, group_name), for the files people read."""
+    if not groups:
+        return "(SELECT NULL::BIGINT AS group_id, NULL::VARCHAR AS group_name WHERE false)"
+    rows = ", ".join(f"({g.group_id}, {_sql_text(g.name)})" for g in groups)
+    return f"(SELECT * FROM (VALUES {rows}) v(group_id, group_name))"
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _rows(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    return int(con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0])
 
 
 def _record_failure(
@@ -656,6 +599,13 @@ def heal(con: duckdb.DuckDBPyConnection, out_dir: Path) -> list[str]:
             if run_id not in known and tmp.is_dir():
                 shutil.rmtree(tmp)
                 notes.append(f"removed {tmp}, left by run {run_id} that never committed")
+    db_folder = _db_folder(con)
+    if db_folder is not None:
+        for scratch in [p for kind in SCRATCH_KINDS
+                        for p in db_folder.glob(f"{SCRATCH_PREFIX}{kind}-*")]:
+            if scratch.is_dir():  # this process holds the lock: nobody else is using it
+                shutil.rmtree(scratch, ignore_errors=True)
+                notes.append(f"removed {scratch}, scratch space left by a run that was killed")
     stale = con.sql("SELECT run_id FROM runs WHERE status = 'RUNNING'").fetchall()
     if stale:
         con.execute(
@@ -704,15 +654,6 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
         return 0
     rows = con.sql(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()
     return int(rows[0][0])
-
-
-def _stored(con: duckdb.DuckDBPyConnection, table: str, group_ids: list[int]) -> pl.DataFrame:
-    """Stored window bounds of the scoped groups (to find per-customer windows in scope)."""
-    return con.sql(
-        f"SELECT group_id, customer_id, period_index, window_start, window_end "
-        f"FROM {quote_ident(table)} WHERE list_contains($ids, group_id)",
-        params={"ids": group_ids},
-    ).pl()
 
 
 def with_config(workspace: Workspace, **changes: Any) -> Workspace:

@@ -3,8 +3,9 @@
 A seeded random-ish programme (every group kind and window kind, a leaderboard, a group that
 fails, returns with and without parents, one across customers) on small data is run by both
 engines; every output table and the ledger must be equal row for row, run ids aside. The shard
-export, the merge and the option errors are tested without Dask, so they run where the optional
-extra is not installed; the cluster tests skip there.
+export, the staging of shard results and the option errors are tested without Dask, so they run
+where the optional extra is not installed; the cluster tests skip there. The local engine's own
+sharding (big data) is checked against scoring in one piece the same way.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from pipeline import registry, runs
 from pipeline.cli import main
 from pipeline.config import Config
 from pipeline.engines import dask as dask_engine
-from pipeline.engines import make_engine
+from pipeline.engines import make_engine, shards
+from pipeline.engines.local import LocalEngine
 from pipeline.errors import UsageError
 from pipeline.loading import load_exports
-from pipeline.scoring.engine import TABLES, score
+from pipeline.scoring.engine import TABLES, ScoreResult, score
+from pipeline.staging import EARNED, Staging
 from pipeline.workspace import Workspace
 
 START = date(2024, 1, 1)
@@ -327,12 +330,12 @@ def test_customer_links_join_chains_of_returns_across_customers(fresh_db) -> Non
         "('F', 7, TIMESTAMPTZ '2024-01-04', 1, 'RETURN', 'E', 1))"    # own bill: no link
     )
     schema = pl.Schema({"customer_id": pl.Int64})
-    links = dask_engine.customer_links(fresh_db, schema)
+    links = shards.customer_links(fresh_db, schema)
     assert links is not None
     assert links.to_dict(as_series=False) == {
         "customer_id": [3, 5, 9], "shard_customer": [3, 3, 3]}
     fresh_db.execute("DELETE FROM transactions WHERE txn_id IN ('B', 'D')")
-    assert dask_engine.customer_links(fresh_db, schema) is None
+    assert shards.customer_links(fresh_db, schema) is None
 
 
 def test_a_return_of_another_customers_bill_is_scored_as_in_one_process(fresh_db,
@@ -356,14 +359,13 @@ def test_a_return_of_another_customers_bill_is_scored_as_in_one_process(fresh_db
     registry.register_bodies(fresh_db, [("test", body)], config=config, as_of=date(2024, 2, 10))
     groups = registry.load_groups(fresh_db, None, config=config)
     whole = score(runs.read_sources(fresh_db), groups, date(2024, 2, 10), config)
-    schemas = dask_engine.export_shards(fresh_db, tmp_path, 2)
-    merged = dask_engine.merge(
-        [score(dask_engine.read_shard(tmp_path, k, schemas), groups, date(2024, 2, 10), config)
-         for k in range(2)],
-        groups,
-    )
-    got = merged.tables["target_progress"].sort("customer_id", "period_index")
-    assert_frame_equal(got, whole.tables["target_progress"].sort("customer_id", "period_index"))
+    schemas = shards.export_shards(fresh_db, tmp_path, 2)
+    parts = [score(shards.read_shard(tmp_path, k, schemas), groups, date(2024, 2, 10), config)
+             for k in range(2)]
+    _, merged = staged(fresh_db, parts, groups, tmp_path / "stage")
+    expected = whole.tables["target_progress"]
+    got = like(merged["target_progress"], expected).sort("customer_id", "period_index")
+    assert_frame_equal(got, expected.sort("customer_id", "period_index"))
     # b's return reduces the window of the bill it returns (120 - 50), though that bill is a's;
     # scored apart from a's bill it would be a parentless return of 50, failing the rule.
     assert got.filter(pl.col("customer_id") == b)["value"].to_list() == [Decimal(70), 0]
@@ -373,12 +375,12 @@ def test_shards_split_customers_whole_and_keep_every_column(seeded: Workspace,
                                                             tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:
         whole = runs.read_sources(con)
-        schemas = dask_engine.export_shards(con, tmp_path, 3)
-    shards = [dask_engine.read_shard(tmp_path, k, schemas) for k in range(3)]
+        schemas = shards.export_shards(con, tmp_path, 3)
+    pieces = [shards.read_shard(tmp_path, k, schemas) for k in range(3)]
     txn_owner = whole["transactions"].select("txn_id", "customer_id").collect()
     for name, frame in whole.items():
         expected = frame.collect()
-        parts = [s[name].collect() for s in shards]
+        parts = [s[name].collect() for s in pieces]
         for part in parts:
             assert part.schema == expected.schema, name
         if name == "stores":
@@ -395,7 +397,7 @@ def test_shards_split_customers_whole_and_keep_every_column(seeded: Workspace,
         seen = [c for o in owners for c in o]
         assert len(seen) == len(set(seen)), f"{name}: a customer is split over shards"
     # The cross-customer return and its parent bill share a shard.
-    linked = [s for s in shards
+    linked = [s for s in pieces
               if s["transactions"].filter(pl.col("txn_id").is_in(["T0", "R0"])).collect().height]
     assert len(linked) == 1
 
@@ -403,25 +405,45 @@ def test_shards_split_customers_whole_and_keep_every_column(seeded: Workspace,
 def test_missing_shard_folder_gives_empty_frames_with_the_columns(seeded: Workspace,
                                                                   tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:
-        schemas = dask_engine.export_shards(con, tmp_path, 2)
-    frames = dask_engine.read_shard(tmp_path, 99, schemas)
+        schemas = shards.export_shards(con, tmp_path, 2)
+    frames = shards.read_shard(tmp_path, 99, schemas)
     assert frames["transactions"].collect().height == 0
     assert frames["transactions"].collect_schema() == schemas["transactions"]
     assert frames["stores"].collect().height == len(STORES)
 
 
-def test_merged_shards_equal_scoring_everyone_at_once(seeded: Workspace, tmp_path: Path) -> None:
+def staged(con: Any, parts: list[ScoreResult], groups: list[Any],
+           root: Path) -> tuple[Staging, dict[str, pl.DataFrame]]:
+    """`parts` staged as a run stages them, and every staged table read back."""
+    staging = Staging(root, groups)
+    for part in parts:
+        staging.add(part)
+    staging.finish(con)
+    out = {}
+    for name in (*TABLES, EARNED):
+        relation = staging.relation(name)
+        out[name] = con.sql(f"SELECT * FROM {relation}").pl() if relation else pl.DataFrame()
+    return staging, out
+
+
+def like(frame: pl.DataFrame, expected: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with `expected`'s columns and types (Parquet and DuckDB widen some types)."""
+    return frame.select(expected.columns).cast(dict(expected.schema))
+
+
+def test_staged_shards_equal_scoring_everyone_at_once(seeded: Workspace, tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:
         groups = registry.load_groups(con, None, config=seeded.config)
         whole = score(runs.read_sources(con), groups, AS_OF, seeded.config)
-        schemas = dask_engine.export_shards(con, tmp_path, 3)
-    parts = [score(dask_engine.read_shard(tmp_path, k, schemas), groups, AS_OF, seeded.config)
-             for k in range(3)]
-    merged = dask_engine.merge(parts, groups)
-    assert merged.failures == whole.failures and set(whole.failures) == {BROKEN}
-    assert merged.groups == whole.groups
-    for name, frame in [*whole.tables.items(), ("rewards", whole.rewards)]:
-        got = merged.rewards if name == "rewards" else merged.tables[name]
+        schemas = shards.export_shards(con, tmp_path, 3)
+        parts = [score(shards.read_shard(tmp_path, k, schemas), groups, AS_OF, seeded.config)
+                 for k in range(3)]
+        staging, merged = staged(con, parts, groups, tmp_path / "stage")
+    assert staging.failures == whole.failures and set(whole.failures) == {BROKEN}
+    assert staging.scored == whole.groups
+    earned = whole.rewards.drop("reward_id", strict=False)
+    for name, frame in [*whole.tables.items(), (EARNED, earned)]:
+        got = like(merged[name], frame)
         assert frame.height, f"{name} is empty: the programme does not exercise it"
         assert_frame_equal(got.sort(got.columns, nulls_last=True),
                            frame.sort(frame.columns, nulls_last=True), check_exact=True)
@@ -430,19 +452,44 @@ def test_merged_shards_equal_scoring_everyone_at_once(seeded: Workspace, tmp_pat
     assert boards.select(pl.struct("period_index", "rank").is_duplicated().any()).item()
 
 
-def test_a_group_failing_in_one_shard_fails_everywhere(seeded: Workspace) -> None:
+def test_a_group_failing_in_one_part_fails_everywhere(seeded: Workspace, tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:
         groups = registry.load_groups(con, None, config=seeded.config)
         result = score(runs.read_sources(con), groups, AS_OF, seeded.config)
-    board = next(g for g in groups if g.leaderboard_enabled)
-    failing = dask_engine.ScoreResult(tables=dict(result.tables), rewards=result.rewards,
-                                      failures={board.name: "boom"}, groups=result.groups)
-    merged = dask_engine.merge([result, failing], groups)
-    assert merged.failures == {board.name: "boom", BROKEN: result.failures[BROKEN]}
-    for frame in [*merged.tables.values(), merged.rewards]:
+        board = next(g for g in groups if g.leaderboard_enabled)
+        failing = ScoreResult(tables=dict(result.tables), rewards=result.rewards,
+                              failures={board.name: "boom"}, groups=result.groups)
+        staging, merged = staged(con, [result, failing], groups, tmp_path / "stage")
+    assert staging.failures == {BROKEN: result.failures[BROKEN], board.name: "boom"}
+    for frame in merged.values():
         if frame.width:
             assert board.group_id not in frame["group_id"].to_list()
-    assert merged.tables["streak_progress"].height == 2 * result.tables["streak_progress"].height
+    assert merged["streak_progress"].height == 2 * result.tables["streak_progress"].height
+
+
+@pytest.mark.parametrize("seed, text_ids", [
+    pytest.param(11, True, id="seed 11, text customer ids"),
+    pytest.param(23, False, id="seed 23, integer customer ids"),
+])
+def test_local_engine_in_shards_equals_local_engine_in_one_piece(
+    tmp_path: Path, seed: int, text_ids: bool
+) -> None:
+    whole, late = build_workspace(tmp_path / "whole", seed, text_ids)
+    sharded = clone(whole, tmp_path / "sharded")
+    engine = LocalEngine(rows_per_shard=250)  # ~1,100 records: 5 shards
+    for step in ("first", "after late returns"):
+        request = runs.RunRequest(as_of=AS_OF)
+        a = runs.run(whole, request)
+        b = runs.run(sharded, request, engine=engine)
+        assert (a.status, b.status) == ("PARTIAL", "PARTIAL"), step
+        assert (a.awards, a.revocations) == (b.awards, b.revocations), step
+        expected = assert_same_tables(whole, sharded)
+        for ws in (whole, sharded):
+            with ws.connect() as con:
+                assert load_exports(con, "transactions", [str(late)]).rows_rejected == 0
+    assert expected["rewards"]["status"].to_list().count("REVOKED") >= 1
+    assert expected["leaderboard"].height
+    assert not list((tmp_path / "sharded").glob(".milestones-*"))
 
 
 # ---------------------------------------------------------------- with a Dask cluster

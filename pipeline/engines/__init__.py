@@ -1,14 +1,15 @@
 """Engines: where a run's scoring happens (SPEC §12 `run --engine local|dask`).
 
 Both engines call the same pure `pipeline.scoring.engine.score`; they differ only in how the
-loaded exports reach it. `local` reads them into this process; `dask` exports them to
-customer-partitioned Parquet and scores each shard on a Dask worker. `pipeline.runs.run` drives
-either through the two-step `Engine` protocol, so the ledger and files are written the same way.
+loaded exports reach it. `local` scores in this process (shard after shard when the data is big);
+`dask` exports customer-partitioned Parquet and scores each shard on a Dask worker.
+`pipeline.runs.run` drives either through the two-step `Engine` protocol and stages the results
+part by part, so the ledger and files are written the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
@@ -31,16 +32,18 @@ __all__ = ["ENGINES", "Engine", "make_engine"]
 class Engine(Protocol):
     """How a run turns the loaded exports into scores.
 
-    `inputs` is step 3 of a run ("read inputs"): it holds whatever the engine needs (frames in
-    memory, or a cluster and Parquet shards) for as long as the run scores, and releases it on
-    exit. `score` is step 4 and returns what `pipeline.scoring.engine.score` returns.
+    `inputs` is step 3 of a run ("read inputs"): it holds whatever the engine needs (lazy scans,
+    or a cluster and Parquet shards) for as long as the run scores, and releases it on exit.
+    `parts` is step 4: results of `pipeline.scoring.engine.score`, each for some groups and some
+    customers (every customer's rows of a group in one part per shard), handed on one by one so
+    the run never holds them all.
     """
 
     def inputs(self, con: duckdb.DuckDBPyConnection) -> AbstractContextManager[Any]: ...
 
-    def score(
+    def parts(
         self, inputs: Any, groups: list[Group], as_of: date, config: Config
-    ) -> ScoreResultLike: ...
+    ) -> Iterator[ScoreResultLike]: ...
 
 
 def make_engine(
@@ -63,7 +66,7 @@ def make_engine(
             )
         from pipeline.engines.local import LocalEngine
 
-        return LocalEngine()
+        return LocalEngine(progress=progress)
     if name == "dask":
         from pipeline.engines.dask import DaskEngine
 

@@ -1,8 +1,14 @@
-"""The local engine: every loaded export in this process, scored in one call (the default)."""
+"""The local engine: the loaded exports scored in this process (the default).
+
+Small data is scored in one pass over lazy Parquet scans of the exports. When the records are
+more than `ROWS_PER_SHARD`, they are split into customer shards (`pipeline.engines.shards`) and
+scored shard by shard, so memory follows the shard size rather than the data set.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 
@@ -11,35 +17,67 @@ import polars as pl
 
 from pipeline.config import Config
 from pipeline.definitions.model import Group
-from pipeline.runs import ScoreFn, ScoreResultLike, scan_sources
+from pipeline.engines.shards import export_shards, read_shard, record_count, shard_count
+from pipeline.runs import ScoreFn, ScoreResultLike, scan_sources, scratch_folder
+
+# Records (transactions + line items + events + points) scored at once, at most. Scoring holds
+# a few times its records in memory at its peak; 6 M keeps that near 2 GiB.
+ROWS_PER_SHARD = 6_000_000
 
 
 class LocalEngine:
-    """`run --engine local`: `scan_sources` (lazy Parquet scans of the loaded exports, so the
-    records are not all held in memory at once) then one `score` call.
+    """`run --engine local`.
 
     Args:
         score: the scoring entry point (default `pipeline.scoring.engine.score`); tests pass a
             stand-in.
+        rows_per_shard: records per customer shard, at most (the data set is one shard when
+            it is not bigger).
+        progress: called with a short line per shard scored (None: quiet).
     """
 
-    def __init__(self, score: ScoreFn | None = None) -> None:
+    def __init__(
+        self,
+        score: ScoreFn | None = None,
+        *,
+        rows_per_shard: int = ROWS_PER_SHARD,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self._score = score
+        self.rows_per_shard = rows_per_shard
+        self._say = progress or (lambda _msg: None)
 
     @contextmanager
-    def inputs(self, con: duckdb.DuckDBPyConnection) -> Iterator[Mapping[str, pl.LazyFrame]]:
-        with scan_sources(con) as sources:
-            yield sources
+    def inputs(
+        self, con: duckdb.DuckDBPyConnection
+    ) -> Iterator[Sequence[Mapping[str, pl.LazyFrame]]]:
+        """The exports as one set of lazy scans, or one per customer shard."""
+        count = shard_count(record_count(con), 1, self.rows_per_shard)
+        if count == 1:
+            with scan_sources(con) as sources:
+                yield [sources]
+            return
+        root = scratch_folder(con, "shards")
+        try:
+            schemas = export_shards(con, root, count)
+            self._say(f"local: {count} customer shards in {root}")
+            yield [read_shard(root, k, schemas) for k in range(count)]
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
-    def score(
+    def parts(
         self,
-        inputs: Mapping[str, pl.LazyFrame],
+        inputs: Sequence[Mapping[str, pl.LazyFrame]],
         groups: list[Group],
         as_of: date,
         config: Config,
-    ) -> ScoreResultLike:
-        if self._score is None:
+    ) -> Iterator[ScoreResultLike]:
+        """One result per group and shard, so only one group's rows of one shard are held."""
+        score = self._score
+        if score is None:
             from pipeline.scoring.engine import score
-
-            return score(inputs, groups, as_of, config)
-        return self._score(inputs, groups, as_of, config)
+        for k, sources in enumerate(inputs, start=1):
+            for group in groups:
+                yield score(sources, [group], as_of, config)
+            if len(inputs) > 1:
+                self._say(f"local: scored shard {k}/{len(inputs)}")

@@ -178,44 +178,85 @@ def read_ledger(con: duckdb.DuckDBPyConnection, group_ids: list[int] | None = No
     ).pl()
 
 
+def diff_sql(con: duckdb.DuckDBPyConnection, earned: str, standing: str) -> tuple[str, str]:
+    """`diff` in DuckDB, for runs too big for memory: the temp tables ``_awards`` and
+    ``_revocations`` (REWARD_COLUMNS), which the caller reads for the files and passes to
+    `apply_tables`.
+
+    Args:
+        earned: an SQL relation of earned rewards (REWARD_COLUMNS) of exactly the run's scope;
+            a reward id twice keeps its earliest achievement, as `with_reward_ids` does.
+        standing: an SQL relation of the ledger rows (LEDGER_COLUMNS) of that scope.
+    """
+    cols = ", ".join(REWARD_COLUMNS)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _earned AS SELECT {cols} FROM {earned} "
+        "QUALIFY row_number() OVER (PARTITION BY reward_id ORDER BY achieved_at NULLS LAST) = 1"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _standing AS SELECT {cols} FROM {standing} "
+        f"WHERE status = '{ISSUED}'"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _awards AS SELECT {cols} FROM _earned "
+        "WHERE reward_id NOT IN (SELECT reward_id FROM _standing)"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _revocations AS SELECT {cols} FROM _standing "
+        "WHERE reward_id NOT IN (SELECT reward_id FROM _earned)"
+    )
+    con.execute("DROP TABLE _earned")
+    con.execute("DROP TABLE _standing")
+    return "_awards", "_revocations"
+
+
+def ordered(table: str) -> str:
+    """A query over award or revocation lines in file order."""
+    return f"SELECT {', '.join(REWARD_COLUMNS)} FROM {table} ORDER BY {', '.join(SORT_COLUMNS)}"
+
+
 def apply(con: duckdb.DuckDBPyConnection, change: LedgerDiff, *, run_id: str, at: datetime) -> None:
-    """Write `change` to the ledger and its audit log; the caller owns the transaction.
+    """Write `change` to the ledger and its audit log; the caller owns the transaction."""
+    con.register("_change_awards", change.awards)
+    con.register("_change_revocations", change.revocations)
+    try:
+        apply_tables(con, "_change_awards", "_change_revocations", run_id=run_id, at=at)
+    finally:
+        con.unregister("_change_awards")
+        con.unregister("_change_revocations")
+
+
+def apply_tables(
+    con: duckdb.DuckDBPyConnection, awards: str, revocations: str, *, run_id: str, at: datetime
+) -> None:
+    """Write the award and revocation lines in tables (or views) `awards` and `revocations` to
+    the ledger and its audit log; the caller owns the transaction.
 
     An award of a REVOKED reward replaces that row (status ISSUED, the new run, the values it was
     earned with this time, `revoked_run_id` cleared); `reward_events` keeps the history.
     """
-    if change.awards.height:
-        con.register("_awards", change.awards)
-        try:
-            con.execute(
-                "INSERT INTO rewards BY NAME "
-                "SELECT *, 'ISSUED' AS status, $run AS issued_run_id, "
-                "NULL::VARCHAR AS revoked_run_id FROM _awards "
-                "ON CONFLICT (reward_id) DO UPDATE SET "
-                "kind = excluded.kind, group_id = excluded.group_id, "
-                "group_name = excluded.group_name, name = excluded.name, "
-                "customer_id = excluded.customer_id, period_index = excluded.period_index, "
-                "ref_code = excluded.ref_code, window_start = excluded.window_start, "
-                "window_end = excluded.window_end, value = excluded.value, "
-                "target_value = excluded.target_value, achieved_at = excluded.achieved_at, "
-                "status = 'ISSUED', issued_run_id = excluded.issued_run_id, "
-                "revoked_run_id = NULL",
-                {"run": run_id},
-            )
-            _log(con, "_awards", ISSUED, run_id, at)
-        finally:
-            con.unregister("_awards")
-    if change.revocations.height:
-        con.register("_revocations", change.revocations)
-        try:
-            con.execute(
-                "UPDATE rewards SET status = 'REVOKED', revoked_run_id = $run "
-                "WHERE reward_id IN (SELECT reward_id FROM _revocations)",
-                {"run": run_id},
-            )
-            _log(con, "_revocations", REVOKED, run_id, at)
-        finally:
-            con.unregister("_revocations")
+    con.execute(
+        "INSERT INTO rewards BY NAME "
+        "SELECT *, 'ISSUED' AS status, $run AS issued_run_id, "
+        f"NULL::VARCHAR AS revoked_run_id FROM {awards} "
+        "ON CONFLICT (reward_id) DO UPDATE SET "
+        "kind = excluded.kind, group_id = excluded.group_id, "
+        "group_name = excluded.group_name, name = excluded.name, "
+        "customer_id = excluded.customer_id, period_index = excluded.period_index, "
+        "ref_code = excluded.ref_code, window_start = excluded.window_start, "
+        "window_end = excluded.window_end, value = excluded.value, "
+        "target_value = excluded.target_value, achieved_at = excluded.achieved_at, "
+        "status = 'ISSUED', issued_run_id = excluded.issued_run_id, "
+        "revoked_run_id = NULL",
+        {"run": run_id},
+    )
+    _log(con, awards, ISSUED, run_id, at)
+    con.execute(
+        f"UPDATE rewards SET status = 'REVOKED', revoked_run_id = $run "
+        f"WHERE reward_id IN (SELECT reward_id FROM {revocations})",
+        {"run": run_id},
+    )
+    _log(con, revocations, REVOKED, run_id, at)
 
 
 def _log(

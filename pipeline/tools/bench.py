@@ -206,9 +206,12 @@ class TimedEngine:
                 got = stack.enter_context(self.inner.inputs(con))
             yield got
 
-    def score(self, inputs: Any, groups: list[m.Group], as_of: date, config: Config) -> Any:
-        with self.meter.stage("  run: score", self.rows, f"{len(groups)} groups"):
-            return self.inner.score(inputs, groups, as_of, config)
+    def parts(self, inputs: Any, groups: list[m.Group], as_of: date,
+              config: Config) -> Iterator[Any]:
+        # The run stages each part as it comes, so this stage includes writing them to Parquet.
+        with self.meter.stage("  run: score", self.rows,
+                              f"{len(groups)} groups, {len(inputs)} shard(s)"):
+            yield from self.inner.parts(inputs, groups, as_of, config)
 
 
 # ------------------------------------------------------------------------------- the bench

@@ -1,0 +1,151 @@
+"""Where a run keeps scored rows until it writes them: Parquet files that DuckDB reads back.
+
+Why: at tens of millions of records a run scores more rows than fit in memory at once. The engine
+yields its results part by part (one group of one customer shard, or one shard of every group);
+each part is written here and dropped, and the run then selects, diffs and inserts with DuckDB
+SQL over the files, which streams them.
+
+Parts of one group from different shards are merged by two rules, so that scoring shard by shard
+gives what scoring every customer at once gives:
+
+- a group that fails in any part fails as a whole (the first message is kept), and its rows from
+  every other part are dropped;
+- a leaderboard ranks customers against each other, so a group scored in more than one part is
+  ranked again here from its staged `target_progress`, and the parts' own boards are dropped.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+import polars as pl
+
+from pipeline.definitions.model import EvaluationType, Group
+from pipeline.rewards import ledger
+from pipeline.workspace import quote_ident
+
+if TYPE_CHECKING:
+    from pipeline.runs import ScoreResultLike
+
+EARNED = "earned"  # the staged rewards, with their reward_id (ledger.REWARD_COLUMNS)
+RERANKED = "leaderboard_reranked"  # boards `finish` ranked again over every part
+
+
+class Staging:
+    """The scored parts of one run under `root` (created here, deleted by `close`).
+
+    Example::
+
+        staging = Staging(root, groups)
+        for part in engine.parts(inputs, groups, as_of, config):
+            staging.add(part)
+        staging.finish(con)
+        con.sql(f"SELECT count(*) FROM {staging.relation('target_progress')}")
+    """
+
+    def __init__(self, root: Path, groups: Sequence[Group]) -> None:
+        self.root = root
+        self.groups = list(groups)
+        self.failures: dict[str, str] = {}
+        self.scored: list[str] = []  # group names in the order they were first scored
+        self._parts_of: Counter[str] = Counter()
+        self._files: dict[str, list[Path]] = {}
+        self._reranked: list[int] = []
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, part: ScoreResultLike) -> None:
+        """Write one part's tables and earned rewards; the part can then be dropped."""
+        for name in part.groups:
+            if name not in self._parts_of:
+                self.scored.append(name)
+            self._parts_of[name] += 1
+        for name, message in part.failures.items():
+            self.failures.setdefault(name, message)
+        for table, frame in part.tables.items():
+            self._write(table, frame)
+        if part.rewards.height:
+            self._write(EARNED, ledger.with_reward_ids(part.rewards))
+
+    def finish(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Rank again every leaderboard group that was scored in more than one part."""
+        again = [
+            g for g in self.groups
+            if g.leaderboard_enabled
+            and g.evaluation_type is not EvaluationType.PERIOD_AGNOSTIC
+            and self._parts_of[g.name] > 1
+            and g.name not in self.failures
+        ]
+        self._reranked = [g.group_id for g in again]
+        source = self.relation("target_progress")
+        if not again or source is None:
+            return
+        from pipeline.scoring.kinds import group_leaderboard
+
+        for g in again:
+            progress = con.sql(
+                f"SELECT group_id, target_id, customer_id, period_index, value, last_activity_at "
+                f"FROM {source} WHERE group_id = $g AND last_activity_at IS NOT NULL",
+                params={"g": g.group_id},
+            ).pl()
+            if progress.height:
+                self._write(RERANKED, group_leaderboard(g, progress))
+
+    def relation(self, table: str) -> str | None:
+        """An SQL relation over the staged rows of `table` (failed groups left out, and the
+        parts' boards of re-ranked groups), or None when no part had any."""
+        selects = []
+        parts = self._files.get(table)
+        if parts:
+            drop = self.failed_ids() + (self._reranked if table == "leaderboard" else [])
+            where = f" WHERE group_id NOT IN ({_ids(drop)})" if drop else ""
+            selects.append(f"SELECT * FROM {_scan(parts)}{where}")
+        reranked = self._files.get(RERANKED) if table == "leaderboard" else None
+        if reranked:
+            selects.append(f"SELECT * FROM {_scan(reranked)}")
+        if not selects:
+            return None
+        return "(" + " UNION ALL BY NAME ".join(selects) + ")"
+
+    def failed_ids(self) -> list[int]:
+        return [g.group_id for g in self.groups if g.name in self.failures]
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _write(self, table: str, frame: pl.DataFrame) -> None:
+        if not frame.height or "group_id" not in frame.columns:
+            return
+        files = self._files.setdefault(table, [])
+        folder = self.root / table
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{len(files):06d}.parquet"
+        frame.write_parquet(path)
+        files.append(path)
+
+
+def staged_or_empty(staging: Staging, table: str, stored: str, columns: Iterable[str]) -> str:
+    """`staging.relation(table)`, or an empty relation with the `columns` of table `stored`
+    (typed as stored: a run that scored nothing still writes typed, empty files)."""
+    relation = staging.relation(table)
+    if relation is not None:
+        return relation
+    cols = ", ".join(quote_ident(c) for c in columns)
+    return f"(SELECT {cols} FROM {quote_ident(stored)} WHERE false)"
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(str(int(i)) for i in ids) or "NULL"
+
+
+def _scan(files: Sequence[Path]) -> str:
+    paths = ", ".join(_literal(p) for p in files)
+    return f"read_parquet([{paths}], union_by_name = true)"
+
+
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
