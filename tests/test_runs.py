@@ -397,6 +397,7 @@ def test_scoring_crash_marks_the_run_failed_and_changes_nothing(ws: Workspace) -
         assert con.sql("SELECT status, error FROM runs ORDER BY started_at").fetchall()[-1] == (
             "FAILED", "RuntimeError: out of memory")
     assert not list(ws.config.output_dir.glob(".*"))
+    assert not list(ws.db_path.parent.glob(".milestones-*"))
 
 
 @pytest.mark.parametrize(
@@ -529,6 +530,8 @@ def test_run_killed_after_any_step_leaves_previous_state_and_next_run_completes(
     assert statuses == ["SUCCEEDED", *killed, "SUCCEEDED"]
     assert all(f.is_dir() and (f / "manifest.json").exists() for f in folders)
     assert not list(ws.config.output_dir.glob(".*"))
+    # Scratch space the killed run left beside the database (staged scores, scans) is gone too.
+    assert not list(ws.db_path.parent.glob(".milestones-*"))
     issued = sum(pl.read_csv(f / "awards.csv").height for f in folders)
     revoked = sum(pl.read_csv(f / "revocations.csv").height for f in folders)
     standing = sum(1 for r in expected if r[-1] == "ISSUED")
