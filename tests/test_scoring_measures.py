@@ -90,11 +90,62 @@ def test_progress_ignores_records_of_windows_without_a_base_row() -> None:
             "_k2": [0, 0, 0, 0],
             "_contrib": [Decimal(4), Decimal(1), Decimal(9), Decimal(2)],
         },
-        schema={"_cust": pl.Int64, "_win": pl.Int32, "_ts": UTC_TS, "_k1": pl.String,
-                "_k2": pl.Int64, "_contrib": DEC},
+        schema={
+            "_cust": pl.Int64,
+            "_win": pl.Int32,
+            "_ts": UTC_TS,
+            "_k1": pl.String,
+            "_k2": pl.Int64,
+            "_contrib": DEC,
+        },
     )
     out = measures.progress(base, rows)
     assert out["value"].to_list() == [Decimal(5), Decimal(2)]
     assert out["achieved"].to_list() == [True, False]
     assert out["achieved_at"].to_list() == [T0 + timedelta(hours=2), None]
     assert out["last_activity_at"].to_list() == [T0 + timedelta(hours=2), T0 + timedelta(hours=3)]
+
+
+def _target_rows(seed: int, tid: int) -> pl.DataFrame:
+    """One target's progress rows on a 5 x 3 grid: random achieved flags and instants, some
+    achieved without an instant (an opening balance met the target)."""
+    row = pl.int_range(15, dtype=pl.Int64)
+    achieved = row.hash(seed * 10 + tid) % 3 != 0
+    instant = pl.lit(T0) + pl.duration(hours=(row.hash(seed * 10 + tid + 5) % 4).cast(pl.Int64))
+    no_record = row.hash(seed * 10 + tid + 7) % 5 == 0
+    return pl.select(
+        group_id=pl.lit(1, pl.Int64),
+        target_id=pl.lit(tid, pl.Int64),
+        customer_id=row // 3,
+        period_index=(row % 3 + 1).cast(pl.Int32),
+        ref_code=pl.lit(None, pl.String),
+        window_start=pl.lit(datetime(2025, 1, 1)),
+        window_end=pl.lit(datetime(2025, 1, 31)),
+        status=pl.lit("ENDED"),
+        achieved=achieved,
+        achieved_at=pl.when(achieved & ~no_record).then(instant).cast(UTC_TS),
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("kind", "need"), [("ALL", 4), ("ANY", 1), ("ANY", 2), ("ANY", 3)])
+def test_row_aligned_combine_equals_grouped_combine(seed: int, kind: str, need: int) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.definitions.model import TrackingType
+    from pipeline.scoring.engine import combine
+
+    parts = [_target_rows(seed, tid) for tid in range(4)]
+    group = SimpleNamespace(
+        group_id=1,
+        targets=parts,
+        tracking_type=TrackingType.UNIFIED,
+        combination_type=kind,
+        combination_count=need,
+    )
+    ctx = SimpleNamespace(group=group)
+    progress = pl.concat(parts)
+    by_rows = combine(ctx, progress, parts)  # type: ignore[arg-type]
+    grouped = combine(ctx, progress)  # type: ignore[arg-type]
+    keys = ["customer_id", "period_index"]
+    assert by_rows.sort(keys).equals(grouped.sort(keys))

@@ -117,7 +117,7 @@ def score_group(ctx: GroupContext) -> GroupScore:
     plan = group_plan(ctx)
     frames = [target_frame(ctx, plan, t) for t in ctx.group.targets]
     progress = pl.concat(frames, how="vertical_relaxed")
-    achievements = combine(ctx, progress)
+    achievements = combine(ctx, progress, frames)
     out = GroupScore(progress=progress, achievements=achievements)
     from pipeline.scoring import kinds
 
@@ -329,8 +329,15 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
 # --- group condition -----------------------------------------------------------------------
 
 
-def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
-    """period_achievements: ALL (DEFAULT, STREAK, CAPPING, UNIFIED ALL) or ANY n (SPEC §8)."""
+def combine(
+    ctx: GroupContext, progress: pl.DataFrame, parts: list[pl.DataFrame] | None = None
+) -> pl.DataFrame:
+    """period_achievements: ALL (DEFAULT, STREAK, CAPPING, UNIFIED ALL) or ANY n (SPEC §8).
+
+    `parts`, when given, are `progress` per target; when they hold the same (customer, window)
+    rows in the same order (every target measured on the group's one grid, as `score_group`
+    makes them), the targets are combined row by row instead of by a group_by.
+    """
     g = ctx.group
     total = len(g.targets)
     need = (
@@ -356,6 +363,8 @@ def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
                 "targets_total": pl.Int32,
             }
         )
+    if total > 1 and parts is not None and _aligned(parts):
+        return _combine_aligned(g.group_id, parts, need)
     if total == 1:
         # One target: the window's condition is the target's; no grouping needed.
         agg = progress.select(
@@ -393,3 +402,71 @@ def combine(ctx: GroupContext, progress: pl.DataFrame) -> pl.DataFrame:
         pl.col("targets_achieved"),
         pl.lit(total, dtype=pl.Int32).alias("targets_total"),
     ).select(PERIOD_ACHIEVEMENTS)
+
+
+def _aligned(parts: list[pl.DataFrame]) -> bool:
+    """Whether every target's rows are the same (customer, window) rows in the same order."""
+    keys = parts[0].select("customer_id", "period_index")
+    return all(
+        p.height == keys.height and p.select("customer_id", "period_index").equals(keys)
+        for p in parts[1:]
+    )
+
+
+def _combine_aligned(group_id: int, parts: list[pl.DataFrame], need: int) -> pl.DataFrame:
+    """`combine` on row-aligned targets: counts and instants side by side, no grouping.
+
+    ALL: the latest achievement. ANY n: the n-th earliest among the achieved targets, where an
+    achievement without an instant ("no record needed") sorts first, as in the grouped path.
+    """
+    total = len(parts)
+    wide = parts[0].select(
+        "customer_id", "period_index", "ref_code", "window_start", "window_end", "status"
+    )
+    wide = wide.with_columns(
+        *(p["achieved"].alias(f"__a{i}") for i, p in enumerate(parts)),
+        *(p["achieved_at"].alias(f"__t{i}") for i, p in enumerate(parts)),
+    )
+    count = pl.sum_horizontal(pl.col(f"__a{i}").cast(pl.Int32) for i in range(total))
+    if need >= total:
+        nth = pl.max_horizontal(pl.col(f"__t{i}") for i in range(total))
+    else:
+        # Achieved targets' instants as epoch µs (no instant: the smallest Int64); the n-th
+        # smallest is a value with fewer than n smaller ones and at least n not larger.
+        floor = pl.lit(-(2**63), dtype=pl.Int64)
+        stamps = [
+            pl.when(pl.col(f"__a{i}")).then(pl.coalesce(pl.col(f"__t{i}").dt.epoch("us"), floor))
+            for i in range(total)
+        ]
+        picks = []
+        for v in stamps:
+            below = pl.sum_horizontal((w < v).fill_null(False).cast(pl.Int32) for w in stamps)
+            upto = pl.sum_horizontal((w <= v).fill_null(False).cast(pl.Int32) for w in stamps)
+            picks.append(pl.when((below < need) & (upto >= need)).then(v))
+        at = pl.min_horizontal(picks)
+        nth = (
+            pl.when(at != floor).then(pl.from_epoch(at, time_unit="us")).dt.replace_time_zone("UTC")
+        )
+    achieved = pl.col("targets_achieved") >= need
+    return (
+        wide.lazy()
+        .with_columns(count.cast(pl.Int32).alias("targets_achieved"), nth.alias("_nth"))
+        .select(
+            pl.lit(group_id, dtype=pl.Int64).alias("group_id"),
+            "customer_id",
+            "period_index",
+            "ref_code",
+            "window_start",
+            "window_end",
+            "status",
+            achieved.alias("achieved"),
+            pl.when(achieved)
+            .then(pl.col("_nth"))
+            .otherwise(None)
+            .cast(UTC_TS)
+            .alias("achieved_at"),
+            pl.col("targets_achieved"),
+            pl.lit(total, dtype=pl.Int32).alias("targets_total"),
+        )
+        .collect()
+    )
