@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.scoring import measures
 from pipeline.scoring.context import sorted_cum_sum
 
 DECIMAL = pl.Decimal(38, 4)
@@ -47,51 +48,91 @@ def capping_tables(
     it, and null when the window ends at or below the cap (negative rows can bring it back).
     """
     _check_unique_caps(caps)
+    # Rows in (customer, window, time, points_id) order by the engine's packed-key sort; each
+    # window's cap by position (binary search), not by a join.
+    rows = measures.sort_records(
+        counted_points.select(
+            pl.col("customer_id").alias("_cust"),
+            pl.col("period_index").alias("_win"),
+            pl.col("awarded_at").alias("_ts"),
+            pl.col("points_id").alias("_k1"),
+            pl.lit(0, pl.Int64).alias("_k2"),
+            pl.col("points").fill_null(0).cast(DECIMAL).alias("points"),
+        )
+    )
+    opens = (pl.col("_cust") != pl.col("_cust").shift(1)) | (
+        pl.col("_win") != pl.col("_win").shift(1)
+    )
+    opens_s = rows.select(opens.fill_null(True)).to_series()
+    windows = rows.filter(opens_s).select("_cust", "_win")
+    at = measures._base_rows_of(
+        caps.select(pl.col("customer_id").alias("_cust"), pl.col("period_index").alias("_win")),
+        windows,
+    )
+    seg = opens_s.cast(pl.UInt32).cum_sum() - 1
+    cap_of_window = caps["cap"].cast(DECIMAL).gather(at)
     cap = pl.when(pl.col("cap") < 0).then(pl.lit(0).cast(DECIMAL)).otherwise(pl.col("cap"))
     points = pl.col("points")
     rows = (
-        counted_points.select(*KEYS, "points_id", "awarded_at", points.fill_null(0).cast(DECIMAL))
-        .join(caps.select(*KEYS, pl.col("cap").cast(DECIMAL)), on=KEYS, how="left")
-        .sort(*KEYS, "awarded_at", "points_id")
-        .with_columns(_after=sorted_cum_sum(points, list(KEYS)))
+        rows.lazy()
+        .with_columns(__seg=seg, cap=cap_of_window.gather(seg))
+        .with_columns(_after=sorted_cum_sum(points, ["__seg"]))
         .with_columns(_before=pl.col("_after") - points, _cap=cap)
         .with_columns(
             # min_horizontal skips a null cap, so an uncapped window allows everything.
             allowed_points=pl.min_horizontal("_after", "_cap")
             - pl.min_horizontal("_before", "_cap"),
             _crossed=(pl.col("_before") <= pl.col("_cap")) & (pl.col("_after") > pl.col("_cap")),
+            _last=(pl.col("__seg") != pl.col("__seg").shift(-1)).fill_null(True),
         )
         .with_columns(excess_points=points - pl.col("allowed_points"))
+        .collect()
     )
     adjustments = rows.select(
         pl.lit(group_id, pl.Int64).alias("group_id"),
         pl.lit(target_id, pl.Int64).alias("target_id"),
-        *KEYS,
-        "points_id",
-        "awarded_at",
+        pl.col("_cust").alias("customer_id"),
+        pl.col("_win").alias("period_index"),
+        pl.col("_k1").alias("points_id"),
+        pl.col("_ts").alias("awarded_at"),
         "points",
         pl.col("allowed_points").cast(DECIMAL),
         pl.col("excess_points").cast(DECIMAL),
     )
-    earned = pl.col("points").sum()
+    # Per window: the last row holds the total; the allowed rows add up to min(earned, cap)
+    # (they telescope), so no group_by is needed. capped_at: the window's last crossing.
+    crossings = (
+        rows.lazy()
+        .select("__seg", "_ts", "_crossed")
+        .filter(pl.col("_crossed"))
+        .filter((pl.col("__seg") != pl.col("__seg").shift(-1)).fill_null(True))
+        .collect()
+    )
+    crossed_at = pl.repeat(None, windows.height, dtype=rows.schema["_ts"], eager=True)
+    if crossings.height:
+        crossed_at = crossed_at.scatter(crossings["__seg"], crossings["_ts"])
+    earned = pl.col("_after")
+    allowed = pl.min_horizontal("_after", "_cap")
     capping = (
-        rows.group_by(*KEYS, maintain_order=True)
-        .agg(
-            earned=earned,
-            cap=pl.col("cap").first(),
-            allowed=pl.col("allowed_points").sum(),
-            excess=pl.col("excess_points").sum(),
-            capped_at=pl.when(earned > pl.col("_cap").first()).then(
-                pl.col("awarded_at").filter(pl.col("_crossed")).last()
-            ),
-        )
+        rows.lazy()
+        .select("_cust", "_win", "_after", "cap", "_cap", "_last")
+        .filter(pl.col("_last"))
+        .with_columns(crossed_at.alias("_crossed_at"))
         .select(
             pl.lit(group_id, pl.Int64).alias("group_id"),
             pl.lit(target_id, pl.Int64).alias("target_id"),
-            *KEYS,
-            pl.col("earned", "cap", "allowed", "excess").cast(DECIMAL),
-            pl.col("capped_at").cast(counted_points.schema["awarded_at"]),
+            pl.col("_cust").alias("customer_id"),
+            pl.col("_win").alias("period_index"),
+            earned.cast(DECIMAL).alias("earned"),
+            pl.col("cap").cast(DECIMAL),
+            allowed.cast(DECIMAL).alias("allowed"),
+            (earned - allowed).cast(DECIMAL).alias("excess"),
+            pl.when(earned > pl.col("_cap"))
+            .then(pl.col("_crossed_at"))
+            .cast(counted_points.schema["awarded_at"])
+            .alias("capped_at"),
         )
+        .collect()
     )
     return capping, adjustments
 
