@@ -149,3 +149,23 @@ def test_row_aligned_combine_equals_grouped_combine(seed: int, kind: str, need: 
     grouped = combine(ctx, progress)  # type: ignore[arg-type]
     keys = ["customer_id", "period_index"]
     assert by_rows.sort(keys).equals(grouped.sort(keys))
+
+
+@pytest.mark.parametrize("months", [1, 2, 3, 6, 12])
+def test_cycle_start_by_arithmetic_equals_offset_by(months: int) -> None:
+    """Month steps from every day of a leap year and the next, cycles 0..30 (31 Jan + 1 month
+    is 29 Feb, then 31 Mar: always counted from the first start)."""
+    from datetime import date
+    from types import SimpleNamespace
+
+    from pipeline.scoring.windows import cycle_start
+
+    ctx = SimpleNamespace(group=SimpleNamespace(window_length=(0, months)))
+    frame = pl.select(_anchor=pl.date_range(date(2023, 12, 1), date(2025, 3, 31), "1d")).join(
+        pl.select(_k=pl.int_range(0, 31, dtype=pl.Int32)), how="cross"
+    )
+    got = frame.select(cycle_start(pl.col("_anchor"), pl.col("_k"), ctx)).to_series()  # type: ignore[arg-type]
+    want = frame.select(
+        pl.col("_anchor").dt.offset_by(pl.format("{}mo", (pl.col("_k") - 1) * months))
+    ).to_series()
+    assert got.to_list() == want.to_list()

