@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from pipeline.definitions.model import TargetEntity, TargetType
-from pipeline.scoring import enrolment, records
+from pipeline.scoring import enrolment, measures, records
 from pipeline.scoring.context import DEC, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
 
 if TYPE_CHECKING:
@@ -44,10 +44,15 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
             rets = rets.filter(pl.col("_date") >= pl.lit(g.start_date))
         if g.end_date is not None:
             rets = rets.filter(pl.col("_date") <= pl.lit(g.end_date))
-        bills = reg.select(pl.col("_bill").alias("_parent")).unique()
         known = rets.filter(pl.col("_parent").is_not_null())
         if target.entity is TargetEntity.LINEITEM:
             known = known.filter(pl.col("_rule"))
+        # The counted bills that some return names (semi join first: returns are few).
+        bills = (
+            reg.select(pl.col("_bill").alias("_parent"))
+            .join(known.select("_parent"), on="_parent", how="semi")
+            .unique()
+        )
         known = known.join(bills, on="_parent", how="inner")
         parentless = rets.filter(pl.col("_parent").is_null() & pl.col("_pass"))
         for r in (known, parentless):
@@ -58,7 +63,10 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
                     pl.lit(False).alias("_regular"),
                 ).select(cols)
             )
-    return pl.concat(parts, how="vertical_relaxed").sort(ORDER).collect()
+    stream = pl.concat(parts, how="vertical_relaxed").collect()
+    # One window for everyone: the engine's packed-key sort gives (customer, time, key) order.
+    stream = measures.sort_records(stream.with_columns(pl.lit(0, dtype=pl.Int32).alias("_win")))
+    return stream.drop("_win")
 
 
 def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: bool) -> pl.Expr:
@@ -124,35 +132,41 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
     # at or after enrolled_at (the first record without one), or, when no record comes after it,
     # to the cycle still open at D.
     balances = _opening_balances(ctx, stream.select("_cust").unique())
+    by_cycle_only = not g.user_created and not enrolment.has_rows(ctx)
     cycles: list[pl.DataFrame] = []
     for k in range(1, g.max_cycles + 1):
         if remaining.height == 0:
             break
         # The cycle opens at the customer's first remaining regular record; earlier returns
-        # find no open cycle and are dropped.
-        opened = remaining.with_columns(
-            _by_customer(pl.col("_regular").cast(pl.Int32)).alias("_seen")
-        )
-        opened = opened.filter(pl.col("_seen") > 0).drop("_seen")
-        if opened.height == 0:
-            break
-        custs = opened.select("_cust").unique()
-        tv = _cycle_targets(ctx, custs, k)
-        if g.user_created:
-            tv = tv.filter(pl.col("target_value").is_not_null())
-        # Joins keep the stream's order: every step below reads rows in time order.
-        cur = opened.join(
-            tv.select("_cust", "target_value"), on="_cust", how="inner", maintain_order="left"
-        )
-        cur = cur.join(balances, on="_cust", how="left", maintain_order="left")
-        eligible = pl.col("_bal").is_not_null() & (
-            pl.col("_enr").is_null() | (pl.col("_ts") >= pl.col("_enr"))
-        )
-        first = eligible & (_by_customer(eligible.cast(pl.Int32)) == 1)
-        cur = cur.with_columns(
-            contribution.alias("_contrib"),
-            pl.when(first).then(pl.col("_bal")).otherwise(0).cast(DEC).alias("_badd"),
-        )
+        # find no open cycle and are dropped. One lazy plan per cycle (rows stay in order).
+        opened = remaining.lazy().filter(_by_customer(pl.col("_regular").cast(pl.Int32)) > 0)
+        if by_cycle_only:
+            # No enrolment rows: the cycle's target is its default value, the same for all.
+            value = pl.DataFrame({"_win": [k]}, schema={"_win": pl.Int32})
+            value = value.select(enrolment.default_values(target).cast(DEC)).item()
+            cur = opened.with_columns(pl.lit(value, dtype=DEC).alias("target_value"))
+        else:
+            custs = opened.select("_cust").unique().collect()
+            tv = _cycle_targets(ctx, custs, k)
+            if g.user_created:
+                tv = tv.filter(pl.col("target_value").is_not_null())
+            # Joins keep the stream's order: every step below reads rows in time order.
+            cur = opened.join(
+                tv.lazy().select("_cust", "target_value"),
+                on="_cust",
+                how="inner",
+                maintain_order="left",
+            )
+        if balances.height:
+            cur = cur.join(balances.lazy(), on="_cust", how="left", maintain_order="left")
+            eligible = pl.col("_bal").is_not_null() & (
+                pl.col("_enr").is_null() | (pl.col("_ts") >= pl.col("_enr"))
+            )
+            first = eligible & (_by_customer(eligible.cast(pl.Int32)) == 1)
+            badd = pl.when(first).then(pl.col("_bal")).otherwise(0).cast(DEC)
+        else:
+            badd = pl.lit(0).cast(DEC)
+        cur = cur.with_columns(contribution.alias("_contrib"), badd.alias("_badd"))
         cur = cur.with_columns(_by_customer(pl.col("_contrib") + pl.col("_badd")).alias("_running"))
         reached = pl.col("target_value").is_not_null() & (
             pl.col("_running") >= pl.col("target_value")
@@ -160,23 +174,35 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
         # Rows up to and including the first that reaches the target belong to this cycle.
         cur = cur.with_columns(
             (_by_customer(reached.cast(pl.Int32)) - reached.cast(pl.Int32)).alias("_before")
-        )
+        ).collect()
+        if cur.height == 0:
+            break
         in_cycle = cur.filter(pl.col("_before") == 0)
         if trace is not None:
             trace.append(in_cycle.with_columns(pl.lit(k, dtype=pl.Int32).alias("_win")))
+        # Rows are in (customer, time) order and only a customer's last row in the cycle can
+        # reach the target: the cycle's figures are its first and last rows, no group_by.
+        cust = pl.col("_cust")
+        firsts = in_cycle.filter((cust != cust.shift(1)).fill_null(True))
+        bsum = _by_customer(pl.col("_badd")) if balances.height else pl.lit(0).cast(DEC)
+        lasts = in_cycle.with_columns(bsum.alias("_bsum")).filter(
+            (cust != cust.shift(-1)).fill_null(True)
+        )
         cycles.append(
-            in_cycle.group_by("_cust").agg(
+            lasts.select(
+                "_cust",
                 pl.lit(k, dtype=pl.Int32).alias("_win"),
-                pl.col("_ts").first().alias("_open"),
-                pl.col("_ts").filter(reached).first().alias("_close"),
-                pl.col("_ts").max().alias("last_activity_at"),
-                pl.col("_contrib").sum().alias("_measure"),
-                pl.col("target_value").first(),
-                pl.col("_badd").sum().alias("_balance"),
+                firsts["_ts"].alias("_open"),
+                pl.when(reached).then(pl.col("_ts")).alias("_close"),
+                pl.col("_ts").alias("last_activity_at"),
+                (pl.col("_running") - pl.col("_bsum")).alias("_measure"),
+                pl.col("target_value"),
+                pl.col("_bsum").alias("_balance"),
             )
         )
-        used = in_cycle.filter(pl.col("_badd") != 0).select("_cust").unique()
-        balances = balances.join(used, on="_cust", how="anti")
+        if balances.height:
+            used = in_cycle.filter(pl.col("_badd") != 0).select("_cust").unique()
+            balances = balances.join(used, on="_cust", how="anti")
         remaining = cur.filter(pl.col("_before") > 0).select(stream.columns)
     cycles = _late_balances(ctx, cycles, balances)
     progress = _progress_rows(ctx, cycles, target.target_id)
