@@ -15,7 +15,9 @@ from pipeline.scoring.context import DEC, KEYS, UTC_TS
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def _records(n: int, seed: int, *, text: bool = False, wide: bool = False) -> pl.DataFrame:
+def _records(
+    n: int, seed: int, *, text: bool = False, wide: bool = False, micro: bool = False
+) -> pl.DataFrame:
     """Records with many equal (customer, window, instant) keys, in shuffled order."""
     row = pl.int_range(n, dtype=pl.Int64)
     frame = pl.select(
@@ -28,13 +30,17 @@ def _records(n: int, seed: int, *, text: bool = False, wide: bool = False) -> pl
     ).with_columns(pl.col("_ts").cast(UTC_TS))
     if text:
         frame = frame.with_columns(pl.format("C{}", pl.col("_cust")).alias("_cust"))
+    if micro:  # instants that are not whole seconds: the key packs µs
+        frame = frame.with_columns(pl.col("_ts") + pl.duration(microseconds=row % 2))
     return frame
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-@pytest.mark.parametrize("kind", ["int", "text", "wide"])
+@pytest.mark.parametrize("kind", ["int", "text", "wide", "micro"])
 def test_sort_records_matches_the_five_column_sort(seed: int, kind: str) -> None:
-    frame = _records(400, seed, text=kind == "text", wide=kind == "wide")
+    frame = _records(
+        400, seed, text=kind == "text", wide=kind in ("wide", "micro"), micro=kind == "micro"
+    )
     got = measures.sort_records(frame)
     want = frame.sort(measures.ORDER)
     # Rows equal on every ORDER column may come in either order: compare the keys.

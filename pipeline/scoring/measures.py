@@ -97,10 +97,11 @@ def _ranges(frame: pl.DataFrame, *exprs: pl.Expr) -> tuple:
 def sort_records(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` in ``ORDER`` (customer, window, instant, then the record key for equal instants).
 
-    Integer customers: sorted by one Int128 packing (customer, window, instant in µs), offsets
-    from the frame's minima; rows whose packed key is shared (same customer, window and instant)
-    are then re-sorted among themselves by ``_k1, _k2`` and put back in place. Anything that
-    does not fit 126 bits, or text customer ids, takes the plain five-column sort.
+    Integer customers: sorted by one Int64 or Int128 packing (customer, window, instant in
+    seconds when all are whole seconds, else µs), offsets from the frame's minima; rows whose
+    packed key is shared (same customer, window and instant) are then re-sorted among themselves
+    by ``_k1, _k2`` and put back in place. Anything that does not fit 126 bits, or text customer
+    ids, takes the plain five-column sort.
     """
     if frame.height < 2:
         return frame
@@ -110,14 +111,20 @@ def sort_records(frame: pl.DataFrame) -> pl.DataFrame:
     c_lo, c_hi, w_lo, w_hi, t_lo, t_hi = _ranges(frame, pl.col("_cust"), pl.col("_win"), us)
     if t_lo is None:  # null instants: not expected, but keep polars' null ordering
         return frame.sort(ORDER)
+    # Exports mostly carry whole seconds: then the instant packs in seconds, and the key often
+    # fits an Int64, whose sort is about a third cheaper than an Int128's.
+    step = 1_000_000 if frame.select((us % 1_000_000 == 0).all()).item() else 1
+    t_lo, t_hi = t_lo // step, t_hi // step
+    instant = us // step if step > 1 else us
     bw, bt = _bits(w_lo, w_hi), _bits(t_lo, t_hi)
-    if _bits(c_lo, c_hi) + bw + bt > _KEY_BITS:
+    width = _bits(c_lo, c_hi) + bw + bt
+    if width > _KEY_BITS:
         return frame.sort(ORDER)
-    i128 = pl.Int128
+    kind = pl.Int64 if width <= 62 else pl.Int128
     key = (
-        (pl.col("_cust").cast(i128) - c_lo) * pl.lit(2 ** (bw + bt), dtype=i128)
-        + (pl.col("_win").cast(i128) - w_lo) * pl.lit(2**bt, dtype=i128)
-        + (us.cast(i128) - t_lo)
+        (pl.col("_cust").cast(kind) - c_lo) * pl.lit(2 ** (bw + bt), dtype=kind)
+        + (pl.col("_win").cast(kind) - w_lo) * pl.lit(2**bt, dtype=kind)
+        + (instant.cast(kind) - t_lo)
     )
     out = frame.with_columns(key.alias("__key")).sort("__key")
     k = pl.col("__key")
