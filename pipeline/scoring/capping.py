@@ -49,7 +49,7 @@ def capping_tables(
     """
     _check_unique_caps(caps)
     # Rows in (customer, window, time, points_id) order by the engine's packed-key sort; each
-    # window's cap by position (binary search), not by a join.
+    # window's cap by position (measures._base_rows_of), not by a join on two columns.
     rows = measures.sort_records(
         counted_points.select(
             pl.col("customer_id").alias("_cust"),

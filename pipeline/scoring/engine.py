@@ -214,7 +214,7 @@ def base_rows(ctx: GroupContext, lay: Layout, counted: dict[int, pl.LazyFrame]) 
         # TRANSACTION: every customer with a counted record for any target (SPEC §7).
         custs = pl.concat([c.select("_cust") for c in counted.values()]).unique()
     # Customers in order, so the grid comes out in (customer, window) order, the order
-    # `measures.progress` finds rows in by binary search.
+    # `measures.progress` finds rows in by a merge on sorted keys.
     rows = custs.sort("_cust").join(
         lay.windows.sort("_win"), how="cross", maintain_order="left_right"
     )

@@ -143,8 +143,9 @@ def sort_records(frame: pl.DataFrame) -> pl.DataFrame:
 
 def _base_rows_of(base: pl.DataFrame, windows: pl.DataFrame) -> pl.Series:
     """For each (``_cust``, ``_win``) row of `windows`, its row number in `base` (UInt32; null
-    when `base` has no such row). Binary search on a packed Int64 key when the customer ids are
-    integers (base is nearly always in that order already); a hash join otherwise."""
+    when `base` has no such row). A join on one packed Int64 key when the customer ids are
+    integers (a merge when both sides are in order, as the engine makes them); on the two
+    columns otherwise."""
     cust = base.schema["_cust"]
     if cust.is_integer() and windows.schema["_cust"].is_integer() and base.height:
         ranges = [_ranges(f, pl.col("_cust"), pl.col("_win")) for f in (base, windows)]
@@ -157,18 +158,14 @@ def _base_rows_of(base: pl.DataFrame, windows: pl.DataFrame) -> pl.Series:
             key = (pl.col("_cust").cast(pl.Int64) - c_lo) * 2**bw + (
                 pl.col("_win").cast(pl.Int64) - w_lo
             )
-            bk = base.select(key).to_series()
-            wk = windows.select(key).to_series()
-            order = None if bk.is_sorted() else bk.arg_sort()
-            if order is not None:
-                bk = bk.gather(order)
-            at = bk.search_sorted(wk).clip(upper_bound=len(bk) - 1).cast(pl.UInt32)
-            found = bk.gather(at) == wk
-            if order is not None:
-                at = order.gather(at).cast(pl.UInt32)
-            return pl.DataFrame({"at": at, "found": found}).select(
-                pl.when(pl.col("found")).then(pl.col("at"))
-            )["at"]
+            bk = base.select(key.alias("__k")).with_row_index("__row")
+            wk = windows.select(key.alias("__k"))
+            if bk["__k"].is_sorted() and wk["__k"].is_sorted():
+                # Both sides in key order: polars merges sorted keys (~4x cheaper than a
+                # binary search per window, far cheaper than hashing the grid).
+                sorted_key = pl.col("__k").set_sorted()
+                bk, wk = bk.with_columns(sorted_key), wk.with_columns(sorted_key)
+            return wk.join(bk, on="__k", how="left", maintain_order="left")["__row"]
     rows = base.select(KEYS).with_row_index("__row")
     probe = windows.select(KEYS).with_columns(pl.col("_cust").cast(cust))
     return probe.join(rows, on=KEYS, how="left", maintain_order="left")["__row"]
