@@ -124,7 +124,7 @@ class Staging:
         folder = self.root / table
         folder.mkdir(exist_ok=True)
         path = folder / f"{len(files):06d}.parquet"
-        frame.write_parquet(path)
+        frame.write_parquet(path, compression="lz4")  # scratch: speed over size
         files.append(path)
 
 

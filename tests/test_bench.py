@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -143,3 +144,23 @@ def test_floor_reads_only_what_it_aggregates_and_gives_line_items_their_bill():
     assert qty["qty"].cast(float).to_list() == [3.0, 4.0]
     bills = bench.floor_aggregate(frames, specs[1])
     assert bills["len"].to_list() == [1, 1]
+
+
+def test_floor_shards_split_customers_whole_with_their_line_items():
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE transactions AS SELECT 'T' || i AS txn_id, i % 37 AS customer_id, "
+                "TIMESTAMP '2025-01-01' + INTERVAL (i) HOUR AS txn_time FROM range(400) r(i)")
+    con.execute("CREATE TABLE line_items AS SELECT 'T' || (i // 2) AS txn_id, i AS line_no, "
+                "1.0 AS qty FROM range(800) r(i)")
+    specs = [bench.FloorSpec("line_items", "txn_time", "1mo", "qty"),
+             bench.FloorSpec("transactions", "txn_time", "1mo", None)]
+    whole = bench.floor_read(con, specs)
+    parts = [bench.floor_read(con, specs, (k, 3)) for k in range(3)]
+    for name, frame in whole.items():
+        got = pl.concat([p[name] for p in parts])
+        assert got.sort(got.columns).equals(frame.sort(frame.columns)), name
+        owners = [set(p[name]["customer_id"].to_list()) for p in parts]
+        assert all(owners) and not (owners[0] & owners[1] or owners[1] & owners[2]
+                                    or owners[0] & owners[2]), name

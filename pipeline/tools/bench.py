@@ -22,6 +22,7 @@ else the figure is the process's peak so far).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import resource
 import shutil
@@ -55,6 +56,7 @@ Progress = Callable[[str], None]
 BASELINE_GROUP = "Baseline Monthly Sales"
 BASELINE_STREAK = "Baseline Monthly Sales Streak"
 RECORDS = ("transactions", "line_items", "events", "points")
+FLOOR_ROWS_PER_SHARD = 50_000_000  # records the floor holds at once, at most
 REFERENCE = Path(__file__).resolve().parents[2] / "tests" / "reference.py"
 JSON_KEYS = ("records", "load_s", "scoring_s", "floor_s", "sql_baseline_s",
              "engine_on_baseline_group_s", "reference_extrapolated_s", "peak_rss_bytes")
@@ -398,10 +400,11 @@ def _every(group: m.Group) -> str:
     return "1y"
 
 
-def floor_read(con: duckdb.DuckDBPyConnection, specs: Sequence[FloorSpec]
-               ) -> dict[str, pl.DataFrame]:
+def floor_read(con: duckdb.DuckDBPyConnection, specs: Sequence[FloorSpec],
+               shard: tuple[int, int] = (0, 1)) -> dict[str, pl.DataFrame]:
     """Each record table the specs use, once, with only the columns they aggregate (as a lazy
-    engine would read them); line items get their bill's customer and time."""
+    engine would read them); line items get their bill's customer and time. `shard` = (k, n):
+    only the customers whose hash is k modulo n (n = 1: everyone)."""
     wanted: dict[str, set[str]] = {}
     for spec in specs:
         cols = wanted.setdefault(spec.source, set())
@@ -413,9 +416,14 @@ def floor_read(con: duckdb.DuckDBPyConnection, specs: Sequence[FloorSpec]
             cols.update({"customer_id", spec.time_col})
     if "line_items" in wanted:
         wanted["transactions"].update({"customer_id", "txn_time"})
+    k, n = shard
+    mine = f"hash(customer_id) % {int(n)} = {int(k)}"
+    where = {table: "" if n == 1 else f" WHERE {mine}" for table in wanted}
+    if n > 1 and "line_items" in wanted:
+        where["line_items"] = f" WHERE txn_id IN (SELECT txn_id FROM transactions WHERE {mine})"
     frames = {
         table: con.sql(f"SELECT {', '.join(quote_ident(c) for c in sorted(cols))} "
-                       f"FROM {quote_ident(table)}").pl()
+                       f"FROM {quote_ident(table)}{where[table]}").pl()
         for table, cols in wanted.items()
     }
     if "line_items" in frames:
@@ -438,15 +446,23 @@ def floor_aggregate(frames: Mapping[str, pl.DataFrame], spec: FloorSpec) -> pl.D
 def _floor(con: duckdb.DuckDBPyConnection, groups: Sequence[m.Group], records: int,
            meter: _Meter) -> None:
     specs = [floor_spec(g) for g in groups]
+    # Above FLOOR_ROWS_PER_SHARD records the floor reads customer shards one after another, so
+    # that it fits in memory too (a customer's windows are all in one shard: same group_bys).
+    count = max(1, math.ceil(records / FLOOR_ROWS_PER_SHARD))
     with meter.stage("floor (total)", records, f"{len(groups)} group_bys") as info:
-        started = time.perf_counter()
-        frames = floor_read(con, specs)
-        read_s = time.perf_counter() - started
-        cells = sum(floor_aggregate(frames, spec).height for spec in specs)
-        info["rows"] = sum(f.height for name, f in frames.items()
-                           if name in {s.source for s in specs})
+        read_s, cells, rows = 0.0, 0, 0
+        for k in range(count):
+            started = time.perf_counter()
+            frames = floor_read(con, specs, (k, count))
+            read_s += time.perf_counter() - started
+            cells += sum(floor_aggregate(frames, spec).height for spec in specs)
+            rows += sum(f.height for name, f in frames.items()
+                        if name in {s.source for s in specs})
+            del frames
+        info["rows"] = rows
         info["note"] += f"; read {read_s:.2f} s, {cells:,} customer-windows"
-        del frames
+        if count > 1:
+            info["note"] += f", {count} customer shards"
 
 
 # ------------------------------------------------------------------------------ baselines
