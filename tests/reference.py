@@ -1310,7 +1310,9 @@ def _emit_capping(g: Group, t: Target, cid: Any, cell: Row, out: dict) -> None:
         elif pts >= 0:
             allowed = max(ZERO, min(cap - earned, pts))
         else:
-            allowed = pts  # READING: a negative adjustment passes through whole.
+            # READING: a reversal (negative points) takes back the excess first, so the rows'
+            # allowed points add up to the window's `allowed = min(earned, cap)`.
+            allowed = min(earned + pts, cap) - min(earned, cap)
         earned += pts
         if cap is not None and capped_at is None and earned > cap:
             capped_at = i.time

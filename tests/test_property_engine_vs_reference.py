@@ -91,7 +91,8 @@ def exports(draw: st.DrawFn) -> dict[str, list[dict]]:
             "points_id": f"P{i}",
             "customer_id": draw(st.sampled_from(CUSTOMERS)),
             "awarded_at": draw(instants()),
-            "points": draw(qty) * 5,
+            # A few reversals (negative points), as a points ledger has.
+            "points": draw(qty) * 5 * draw(st.sampled_from([1, 1, 1, -1])),
             "points_type": draw(st.sampled_from(["REGULAR", "PROMOTIONAL"])),
             "store_id": draw(st.sampled_from([*STORES, None])),
         }
