@@ -72,12 +72,17 @@ class LocalEngine:
         as_of: date,
         config: Config,
     ) -> Iterator[ScoreResultLike]:
-        """One result per group and shard, so only one group's rows of one shard are held."""
-        score = self._score
-        if score is None:
-            from pipeline.scoring.engine import score
+        """One result per group and shard, so only one group's rows of one shard are held
+        (plus, until a later group takes them, the measured rows of a group it shares)."""
         for k, sources in enumerate(inputs, start=1):
-            for group in groups:
-                yield score(sources, [group], as_of, config)
+            if self._score is None:
+                from pipeline.scoring.engine import plan_sharing, score
+
+                shared = plan_sharing(sources, groups, as_of, config)
+                for group in groups:
+                    yield score(sources, [group], as_of, config, shared=shared)
+            else:
+                for group in groups:
+                    yield self._score(sources, [group], as_of, config)
             if len(inputs) > 1:
                 self._say(f"local: scored shard {k}/{len(inputs)}")

@@ -7,7 +7,7 @@ is recorded in `ScoreResult.failures` and the other groups still run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -18,6 +18,7 @@ from pipeline.definitions.model import EvaluationType, Group, Target, TrackingTy
 from pipeline.errors import MilestonesError
 from pipeline.scoring import enrolment, measures, records, returns, windows
 from pipeline.scoring.context import DEC, KEYS, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
+from pipeline.scoring.sharing import SHAREABLE, SharedMeasures, measure_key
 
 TARGET_PROGRESS = [
     "group_id",
@@ -77,9 +78,20 @@ class GroupScore:
 
 
 def score(
-    sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date, config: Config
+    sources: Mapping[str, pl.LazyFrame],
+    groups: list[Group],
+    as_of: date,
+    config: Config,
+    *,
+    shared: SharedMeasures | None = None,
 ) -> ScoreResult:
-    """Score `groups` as of day `as_of` from the export frames in `sources`."""
+    """Score `groups` as of day `as_of` from the export frames in `sources`.
+
+    Groups with the same targets and windows are measured once (`pipeline.scoring.sharing`);
+    a caller scoring one group per call passes one `plan_sharing` result to every call.
+    """
+    if shared is None:
+        shared = plan_sharing(sources, groups, as_of, config)
     result = ScoreResult()
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TABLES}
     reward_parts: list[pl.DataFrame] = []
@@ -87,7 +99,16 @@ def score(
         result.groups.append(group.name)
         ctx = GroupContext(group=group, as_of=as_of, config=config, sources=sources)
         try:
-            scored = score_group(ctx)
+            key = _share_key(ctx)
+            reused = shared.take(key, ctx)
+            if reused is None:
+                scored = score_group(ctx)
+                shared.keep(key, group, scored)
+            else:
+                scored = GroupScore(progress=reused[0], achievements=reused[1])
+                from pipeline.scoring import kinds
+
+                kinds.apply(ctx, scored, None)
         except MilestonesError as exc:
             result.failures[group.name] = exc.message
             continue
@@ -106,6 +127,26 @@ def score(
         pl.concat(reward_parts, how="vertical_relaxed") if reward_parts else pl.DataFrame()
     )
     return result
+
+
+def plan_sharing(
+    sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date, config: Config
+) -> SharedMeasures:
+    """Which of `groups` can share measured rows (pass the result to each `score` call)."""
+    shared = SharedMeasures()
+    for group in groups:
+        try:
+            shared.expect(_share_key(GroupContext(group, as_of, config, sources)))
+        except MilestonesError:
+            continue  # the group fails when it is scored
+    return shared
+
+
+def _share_key(ctx: GroupContext) -> Hashable | None:
+    g = ctx.group
+    if g.evaluation_type is EvaluationType.PERIOD_AGNOSTIC or g.tracking_type not in SHAREABLE:
+        return None  # no enrolment lookup needed to know
+    return measure_key(ctx, enrolment.has_rows(ctx))
 
 
 def score_group(ctx: GroupContext) -> GroupScore:

@@ -33,7 +33,8 @@ REWARD_COLUMNS = [
 ]
 
 
-def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan) -> None:
+def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan | None) -> None:
+    """Add the group kind's tables and rewards to `out` (`plan` is needed for CAPPING only)."""
     g = ctx.group
     kind = g.tracking_type
     if kind in (TrackingType.DEFAULT, TrackingType.UNIFIED):
@@ -74,6 +75,7 @@ def apply(ctx: GroupContext, out: GroupScore, plan: GroupPlan) -> None:
     if kind is TrackingType.CAPPING:
         from pipeline.scoring.capping import capping_tables
 
+        assert plan is not None, "CAPPING groups never share measured rows"
         caps, adjustments = [], []
         for t in g.targets:
             points = (

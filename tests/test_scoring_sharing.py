@@ -1,0 +1,94 @@
+"""Groups over the same measure are measured once (pipeline.scoring.sharing) with the same rows."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+from engine_helpers import group, periods, ret, sources, target, txn
+from polars.testing import assert_frame_equal
+
+from pipeline.config import Config
+from pipeline.definitions import model as m
+from pipeline.scoring import engine
+from pipeline.scoring.context import GroupContext
+from pipeline.scoring.sharing import SharedMeasures, measure_key
+
+AS_OF = date(2024, 2, 20)
+PERIODS = periods(("2024-01-01", "2024-01-31", "JAN"), ("2024-02-01", "2024-02-29", "FEB"))
+RECORDS = sources(transactions=[
+    txn("T1", 1, "2024-01-03T10:00:00", "80"), txn("T2", 1, "2024-01-20T10:00:00", "40"),
+    txn("T3", 2, "2024-02-02T09:00:00", "150"), ret("R1", 1, "2024-02-05T10:00:00", "-40", "T2"),
+    txn("T4", 1, "2024-02-10T10:00:00", "120"),
+])
+
+
+def spend(gid: int, name: str, kind: str = "DEFAULT", **kw: object) -> m.Group:
+    t = target(gid * 10, f"spend {gid}", values=("100",))
+    return group(name, gid=gid, kind=kind, targets=(t,), **{"periods": PERIODS, **kw})
+
+
+def key(g: m.Group, config: Config | None = None) -> object:
+    ctx = GroupContext(g, AS_OF, config or Config(), RECORDS)
+    return measure_key(ctx, has_enrolment_rows=False)
+
+
+def test_a_streak_over_the_same_measure_shares_the_default_groups_rows() -> None:
+    plain = spend(1, "Monthly spend")
+    streak = spend(2, "Monthly spend streak", kind="STREAK",
+                   streak_levels=(m.StreakLevel(streak_id=1, name="two", count=2),))
+    assert key(plain) == key(streak)
+    together = engine.score(RECORDS, [plain, streak], AS_OF, Config())
+    apart = engine.score(RECORDS, [plain, streak], AS_OF, Config(), shared=SharedMeasures())
+    for name in ("target_progress", "period_achievements", "streak_runs", "streak_progress"):
+        a, b = together.tables[name], apart.tables[name]
+        assert a.height, name
+        assert_frame_equal(a.sort(a.columns, nulls_last=True), b.sort(b.columns, nulls_last=True))
+    progress = together.tables["target_progress"]
+    assert sorted(progress.select("group_id", "target_id").unique().rows()) == [(1, 10), (2, 20)]
+    # Each group's rewards name its own group and target.
+    rewards = together.rewards.select("group_id", "group_name", "name").unique().sort("group_id")
+    assert rewards.rows()[0] == (1, "Monthly spend", "spend 1")
+
+
+def test_one_group_per_call_shares_through_a_planned_cache() -> None:
+    plain, twin = spend(1, "a"), spend(2, "b")
+    shared = engine.plan_sharing(RECORDS, [plain, twin], AS_OF, Config())
+    first = engine.score(RECORDS, [plain], AS_OF, Config(), shared=shared)
+    assert shared.kept  # kept for the group still to come ...
+    second = engine.score(RECORDS, [twin], AS_OF, Config(), shared=shared)
+    assert not shared.kept  # ... and dropped once it took them
+    a = first.tables["target_progress"].drop("group_id", "target_id")
+    b = second.tables["target_progress"].drop("group_id", "target_id")
+    assert_frame_equal(a, b)
+    assert second.tables["target_progress"]["group_id"].unique().to_list() == [2]
+
+
+def test_groups_that_measure_differently_do_not_share() -> None:
+    base = key(spend(1, "a"))
+    other_periods = spend(1, "a", periods=PERIODS[:1])
+    other_target = group("a", gid=1, periods=PERIODS,
+                         targets=(target(10, "spend", ttype="GROSS_SALES"),))
+    other_value = group("a", gid=1, periods=PERIODS,
+                        targets=(target(10, "spend", values=("90",)),))
+    capping = group("a", gid=1, kind="CAPPING", periods=PERIODS,
+                    targets=(target(10, "pts", "REWARDS", "ALL_POINTS"),))
+    assert key(other_periods) != base
+    assert key(other_target) != base
+    assert key(other_value) != base
+    assert key(spend(1, "a"), Config(returns_mode="ignore")) != base
+    assert key(capping) is None
+    assert measure_key(GroupContext(spend(1, "a"), AS_OF, Config(), RECORDS),
+                       has_enrolment_rows=True) is None
+
+
+def test_unified_any_and_all_do_not_share() -> None:
+    targets = (target(10, "x"), target(11, "y", ttype="COUNT", values=("2",)))
+    every = group("u", gid=1, kind="UNIFIED", periods=PERIODS, targets=targets)
+    some = group("u", gid=2, kind="UNIFIED", periods=PERIODS, targets=targets,
+                 combination_type="ANY", combination_count=1)
+    assert key(every) != key(some)
+    result = engine.score(RECORDS, [every, some], AS_OF, Config())
+    achieved = result.tables["period_achievements"].group_by("group_id").agg(
+        pl.col("achieved").sum()).sort("group_id")
+    assert achieved["achieved"].to_list()[0] <= achieved["achieved"].to_list()[1]
