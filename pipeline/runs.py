@@ -230,6 +230,7 @@ def _settle_session(con: duckdb.DuckDBPyConnection) -> None:
         limit = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
         con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # DuckDB's bar would break cron mail
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -393,25 +394,21 @@ def _commit(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _names_sql(groups)
+    capping = (f"SELECT a.group_id, n.group_name, a.* EXCLUDE (group_id) "
+               f"FROM ({selected['capping_adjustments']}) a LEFT JOIN {names} n USING (group_id) "
+               f"ORDER BY group_id, target_id, customer_id, period_index, awarded_at, points_id")
+    top = (f"SELECT b.group_id, n.group_name, b.* EXCLUDE (group_id) "
+           f"FROM ({selected['leaderboard']}) b LEFT JOIN {names} n USING (group_id) "
+           f"WHERE rank <= {files.LEADERBOARD_TOP_N} "
+           f"ORDER BY group_id, target_id, period_index, rank")
+    queries = {"awards": ledger.ordered(awards), "revocations": ledger.ordered(revocations),
+               "capping_adjustments": capping, "leaderboard_top": top}
+    counts = {"awards": rows_out["awards"], "revocations": rows_out["revocations"],
+              "capping_adjustments": rows_out["capping_adjustments"],
+              "leaderboard_top": _rows(con, top)}
+    # Streamed from DuckDB in batches: the award lines of a first run can be tens of millions.
     files.write_run_folder(
-        tmp,
-        {
-            "awards": con.sql(ledger.ordered(awards)).pl(),
-            "revocations": con.sql(ledger.ordered(revocations)).pl(),
-            "capping_adjustments": con.sql(
-                f"SELECT a.group_id, n.group_name, a.* EXCLUDE (group_id) "
-                f"FROM ({selected['capping_adjustments']}) a LEFT JOIN {names} n USING (group_id) "
-                f"ORDER BY group_id, target_id, customer_id, period_index, awarded_at, points_id"
-            ).pl(),
-            "leaderboard_top": con.sql(
-                f"SELECT b.group_id, n.group_name, b.* EXCLUDE (group_id) "
-                f"FROM ({selected['leaderboard']}) b LEFT JOIN {names} n USING (group_id) "
-                f"WHERE rank <= {files.LEADERBOARD_TOP_N} "
-                f"ORDER BY group_id, target_id, period_index, rank"
-            ).pl(),
-        },
-        fmt,
-        info,
+        tmp, {name: con.sql(q).pl(lazy=True) for name, q in queries.items()}, fmt, info, counts
     )
     _step(6)
     say("writing tables and ledger")

@@ -285,3 +285,15 @@ def test_vectorised_reward_ids_equal_the_per_reward_function() -> None:
         ledger.reward_id("UNIFIED_ACHIEVED", "Ünified", "Ünified", 9, "5"),
     ]
     assert ledger.reward_ids(earned).to_list() == expected
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+@pytest.mark.parametrize("rows", [(A, B), ()], ids=["two awards", "none"])
+def test_streamed_files_are_the_bytes_of_collected_ones(tmp_path: Path, fmt: str,
+                                                        rows: tuple) -> None:
+    collected = frames(earned(*rows))
+    streamed = {name: frame.lazy() for name, frame in collected.items()}
+    counts = {name: frame.height for name, frame in collected.items()}
+    one = files.write_run_folder(tmp_path / "a", collected, fmt, {})
+    other = files.write_run_folder(tmp_path / "b", streamed, fmt, {}, counts)
+    assert other == one  # the same rows and the same SHA-256 for every file

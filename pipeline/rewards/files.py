@@ -32,8 +32,21 @@ def leaderboard_top(leaderboard: pl.DataFrame, n: int = LEADERBOARD_TOP_N) -> pl
     )
 
 
-def write_frame(frame: pl.DataFrame, path: Path, fmt: str) -> None:
-    """Write one file in `fmt` and flush it to disk (an empty frame still gets its header)."""
+def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: Path, fmt: str) -> None:
+    """Write one file in `fmt` and flush it to disk (an empty frame still gets its header).
+
+    A LazyFrame is streamed to the file in batches (the same bytes as writing it collected), so
+    a run with millions of award lines never holds them all.
+    """
+    if isinstance(frame, pl.LazyFrame):
+        sinks = {"csv": frame.sink_csv, "parquet": frame.sink_parquet,
+                 "jsonl": frame.sink_ndjson}
+        if fmt not in sinks:
+            raise InputError(f"unknown output format {fmt!r}; use csv, parquet or jsonl")
+        sinks[fmt](path)
+        with path.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        return
     with path.open("wb") as fh:
         if fmt == "csv":
             frame.write_csv(fh)
@@ -56,13 +69,18 @@ def sha256_file(path: Path) -> str:
 
 
 def write_run_folder(
-    folder: Path, frames: Mapping[str, pl.DataFrame], fmt: str, info: Mapping[str, Any]
+    folder: Path,
+    frames: Mapping[str, pl.DataFrame | pl.LazyFrame],
+    fmt: str,
+    info: Mapping[str, Any],
+    rows: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write every run file and then the manifest (last, so a manifest means a whole folder).
 
     Args:
         folder: the temporary folder; created, and emptied if a dead run left it behind.
-        frames: one frame per name of `FILE_NAMES`.
+        frames: one frame per name of `FILE_NAMES` (a LazyFrame is streamed).
+        rows: the row count of each lazy frame, for the manifest.
         fmt: csv, parquet or jsonl.
         info: run id, as-of, range, groups, rows in and out: copied into the manifest.
 
@@ -79,7 +97,7 @@ def write_run_folder(
         frame = frames[name]
         write_frame(frame, path, fmt)
         files[path.name] = {
-            "rows": frame.height,
+            "rows": frame.height if isinstance(frame, pl.DataFrame) else (rows or {})[name],
             "bytes": path.stat().st_size,
             "sha256": sha256_file(path),
         }
