@@ -8,27 +8,22 @@ record still unassigned.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import polars as pl
 
 from pipeline.definitions.model import TargetEntity, TargetType
-from pipeline.scoring import enrolment, measures, records
+from pipeline.scoring import enrolment, kinds, measures, records
+from pipeline.scoring.combine import combine
 from pipeline.scoring.context import DEC, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
-
-if TYPE_CHECKING:
-    from pipeline.scoring.engine import GroupScore
+from pipeline.scoring.results import TARGET_PROGRESS, GroupScore
 
 ORDER = ["_cust", "_ts", "_k1", "_k2"]
 
 
 def _stream(ctx: GroupContext) -> pl.DataFrame:
     """The target's counted regular records and returns, in time order (ties by record key)."""
-    from pipeline.scoring.engine import _limit
-
     g = ctx.group
     target = g.targets[0]
-    reg = _limit(records.regular_records(ctx, target), ctx).filter(pl.col("_pass"))
+    reg = records.limit(records.regular_records(ctx, target), ctx).filter(pl.col("_pass"))
     if g.start_date is not None:
         reg = reg.filter(pl.col("_date") >= pl.lit(g.start_date))
     if g.end_date is not None:
@@ -39,7 +34,7 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
     )
     parts = [reg]
     if records.has_returns(ctx, target):
-        rets = _limit(records.return_records(ctx, target), ctx)
+        rets = records.limit(records.return_records(ctx, target), ctx)
         if g.start_date is not None:
             rets = rets.filter(pl.col("_date") >= pl.lit(g.start_date))
         if g.end_date is not None:
@@ -120,9 +115,6 @@ def _opening_balances(ctx: GroupContext, custs: pl.DataFrame) -> pl.DataFrame:
 
 def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -> GroupScore:
     """`trace`, when given, receives each cycle's records (for `pipeline.scoring.trace`)."""
-    from pipeline.scoring import kinds
-    from pipeline.scoring.engine import GroupScore, combine
-
     g = ctx.group
     target = g.targets[0]
     stream = _stream(ctx)
@@ -237,8 +229,6 @@ def _late_balances(
 
 
 def _progress_rows(ctx: GroupContext, cycles: list[pl.DataFrame], target_id: int) -> pl.DataFrame:
-    from pipeline.scoring.engine import TARGET_PROGRESS
-
     if not cycles:
         frame = pl.DataFrame(
             schema={

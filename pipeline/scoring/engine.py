@@ -4,77 +4,29 @@
 customers at once. A group whose rule names a missing column (or that fails in any expected way)
 is recorded in `ScoreResult.failures` and the other groups still run.
 """
+# The result shapes and `combine` are imported from their modules and re-exported here.
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 import polars as pl
 
 from pipeline.config import Config
-from pipeline.definitions.model import EvaluationType, Group, Target, TrackingType
+from pipeline.definitions.model import EvaluationType, Group, Target
 from pipeline.errors import MilestonesError
-from pipeline.scoring import enrolment, measures, records, returns, windows
-from pipeline.scoring.context import DEC, KEYS, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
-from pipeline.scoring.sharing import SHAREABLE, SharedMeasures, measure_key
-
-TARGET_PROGRESS = [
-    "group_id",
-    "target_id",
-    "customer_id",
-    "period_index",
-    "ref_code",
-    "window_start",
-    "window_end",
-    "status",
-    "value",
-    "target_value",
-    "achieved",
-    "achieved_at",
-    "last_activity_at",
-]
-PERIOD_ACHIEVEMENTS = [
-    "group_id",
-    "customer_id",
-    "period_index",
-    "ref_code",
-    "window_start",
-    "window_end",
-    "status",
-    "achieved",
-    "achieved_at",
-    "targets_achieved",
-    "targets_total",
-]
-TABLES = (
-    "target_progress",
-    "period_achievements",
-    "streak_runs",
-    "streak_progress",
-    "capping",
-    "capping_adjustments",
-    "leaderboard",
+from pipeline.scoring import enrolment, kinds, measures, records, returns, windows
+from pipeline.scoring.agnostic import score_agnostic
+from pipeline.scoring.combine import combine
+from pipeline.scoring.context import DEC, KEYS, LOCAL_TS, UTC_TS, GroupContext
+from pipeline.scoring.results import (
+    TABLES,
+    GroupScore,
+    ScoreResult,
 )
-
-
-@dataclass
-class ScoreResult:
-    """Everything one scoring pass produced; nothing is written anywhere yet."""
-
-    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
-    rewards: pl.DataFrame = field(default_factory=pl.DataFrame)
-    failures: dict[str, str] = field(default_factory=dict)
-    groups: list[str] = field(default_factory=list)
-
-
-@dataclass
-class GroupScore:
-    progress: pl.DataFrame
-    achievements: pl.DataFrame
-    extra: dict[str, pl.DataFrame] = field(default_factory=dict)
-    rewards: list[pl.DataFrame] = field(default_factory=list)
+from pipeline.scoring.sharing import SHAREABLE, SharedMeasures, measure_key
 
 
 def score(
@@ -106,8 +58,6 @@ def score(
                 shared.keep(key, group, scored)
             else:
                 scored = GroupScore(progress=reused[0], achievements=reused[1])
-                from pipeline.scoring import kinds
-
                 kinds.apply(ctx, scored, None)
         except MilestonesError as exc:
             result.failures[group.name] = exc.message
@@ -152,28 +102,17 @@ def _share_key(ctx: GroupContext) -> Hashable | None:
 def score_group(ctx: GroupContext) -> GroupScore:
     """One group: measure each target per customer and window, then its group kind's logic."""
     if ctx.group.evaluation_type is EvaluationType.PERIOD_AGNOSTIC:
-        from pipeline.scoring.agnostic import score_agnostic
-
         return score_agnostic(ctx)
     plan = group_plan(ctx)
     frames = [target_frame(ctx, plan, t) for t in ctx.group.targets]
     progress = pl.concat(frames, how="vertical_relaxed")
     achievements = combine(ctx, progress, frames)
     out = GroupScore(progress=progress, achievements=achievements)
-    from pipeline.scoring import kinds
-
     kinds.apply(ctx, out, plan)
     return out
 
 
 # --- records and windows -------------------------------------------------------------------
-
-
-def _limit(frame: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
-    """Records up to the end of D, with their local date, inside enrolment."""
-    frame = frame.filter(pl.col("_ts") < pl.lit(ctx.end_of_as_of).cast(UTC_TS))
-    frame = frame.with_columns(ctx.local_date(pl.col("_ts")).alias("_date"))
-    return enrolment.restrict_to_enrolment(frame, ctx)
 
 
 @dataclass
@@ -199,7 +138,7 @@ class Layout:
 
 def _qualifying(ctx: GroupContext) -> dict[int, pl.LazyFrame]:
     return {
-        t.target_id: _limit(records.regular_records(ctx, t), ctx).filter(pl.col("_pass"))
+        t.target_id: records.limit(records.regular_records(ctx, t), ctx).filter(pl.col("_pass"))
         for t in ctx.group.targets
     }
 
@@ -311,7 +250,7 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         )
     contribs, in_order = measures.contributions(counted.collect(), target)
     if records.has_returns(ctx, target):
-        rets = _limit(records.return_records(ctx, target), ctx)
+        rets = records.limit(records.return_records(ctx, target), ctx)
         placed = returns.placed_returns(
             ctx,
             target.entity,
@@ -375,150 +314,4 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
         counted=counted,
         base=base_rows(ctx, lay, counted).collect().lazy(),
         enrolled_rows=enrolment.has_rows(ctx),
-    )
-
-
-# --- group condition -----------------------------------------------------------------------
-
-
-def combine(
-    ctx: GroupContext, progress: pl.DataFrame, parts: list[pl.DataFrame] | None = None
-) -> pl.DataFrame:
-    """period_achievements: ALL (DEFAULT, STREAK, CAPPING, UNIFIED ALL) or ANY n (SPEC §8).
-
-    `parts`, when given, are `progress` per target; when they hold the same (customer, window)
-    rows in the same order (every target measured on the group's one grid, as `score_group`
-    makes them), the targets are combined row by row instead of by a group_by.
-    """
-    g = ctx.group
-    total = len(g.targets)
-    need = (
-        g.combination_count
-        if (g.tracking_type is TrackingType.UNIFIED and g.combination_type == "ANY")
-        else total
-    )
-    keys = ["customer_id", "period_index", "ref_code", "window_start", "window_end", "status"]
-    if progress.height == 0:
-        cust = progress.schema.get("customer_id", pl.Int64)
-        return pl.DataFrame(
-            schema={
-                "group_id": pl.Int64,
-                "customer_id": cust,
-                "period_index": pl.Int32,
-                "ref_code": pl.String,
-                "window_start": LOCAL_TS,
-                "window_end": LOCAL_TS,
-                "status": pl.String,
-                "achieved": pl.Boolean,
-                "achieved_at": UTC_TS,
-                "targets_achieved": pl.Int32,
-                "targets_total": pl.Int32,
-            }
-        )
-    if total > 1 and parts is not None and _aligned(parts):
-        return _combine_aligned(g.group_id, parts, need)
-    if total == 1:
-        # One target: the window's condition is the target's; no grouping needed.
-        agg = progress.select(
-            *keys,
-            pl.col("achieved").cast(pl.Int32).alias("targets_achieved"),
-            pl.col("achieved_at").alias("_nth"),
-        )
-    else:
-        # Group on the two narrow keys only; the window columns follow them.
-        by = ["customer_id", "period_index"]
-        agg = progress.group_by(by).agg(
-            *(pl.col(k).first() for k in keys[2:]),
-            pl.col("achieved").sum().cast(pl.Int32).alias("targets_achieved"),
-            # ALL: the last achievement (nulls, "no record needed", are the earliest).
-            pl.col("achieved_at").max().alias("_nth"),
-        )
-        if need < total:
-            # ANY n: the n-th earliest achievement, by a counter over sorted rows.
-            nth = (
-                progress.filter(pl.col("achieved"))
-                .sort([*by, "achieved_at"], nulls_last=False)
-                .with_columns(
-                    sorted_cum_sum(pl.repeat(1, pl.len(), dtype=pl.Int32), by).alias("_n")
-                )
-                .filter(pl.col("_n") == need)
-                .select(*by, pl.col("achieved_at").alias("_nth"))
-            )
-            agg = agg.drop("_nth").join(nth, on=by, how="left")
-    achieved = pl.col("targets_achieved") >= need
-    return agg.select(
-        pl.lit(g.group_id, dtype=pl.Int64).alias("group_id"),
-        *keys,
-        achieved.alias("achieved"),
-        pl.when(achieved).then(pl.col("_nth")).otherwise(None).cast(UTC_TS).alias("achieved_at"),
-        pl.col("targets_achieved"),
-        pl.lit(total, dtype=pl.Int32).alias("targets_total"),
-    ).select(PERIOD_ACHIEVEMENTS)
-
-
-def _aligned(parts: list[pl.DataFrame]) -> bool:
-    """Whether every target's rows are the same (customer, window) rows in the same order."""
-    keys = parts[0].select("customer_id", "period_index")
-    return all(
-        p.height == keys.height and p.select("customer_id", "period_index").equals(keys)
-        for p in parts[1:]
-    )
-
-
-def _combine_aligned(group_id: int, parts: list[pl.DataFrame], need: int) -> pl.DataFrame:
-    """`combine` on row-aligned targets: counts and instants side by side, no grouping.
-
-    ALL: the latest achievement. ANY n: the n-th earliest among the achieved targets, where an
-    achievement without an instant ("no record needed") sorts first, as in the grouped path.
-    """
-    total = len(parts)
-    wide = parts[0].select(
-        "customer_id", "period_index", "ref_code", "window_start", "window_end", "status"
-    )
-    wide = wide.with_columns(
-        *(p["achieved"].alias(f"__a{i}") for i, p in enumerate(parts)),
-        *(p["achieved_at"].alias(f"__t{i}") for i, p in enumerate(parts)),
-    )
-    count = pl.sum_horizontal(pl.col(f"__a{i}").cast(pl.Int32) for i in range(total))
-    if need >= total:
-        nth = pl.max_horizontal(pl.col(f"__t{i}") for i in range(total))
-    else:
-        # Achieved targets' instants as epoch µs (no instant: the smallest Int64); the n-th
-        # smallest is a value with fewer than n smaller ones and at least n not larger.
-        floor = pl.lit(-(2**63), dtype=pl.Int64)
-        stamps = [
-            pl.when(pl.col(f"__a{i}")).then(pl.coalesce(pl.col(f"__t{i}").dt.epoch("us"), floor))
-            for i in range(total)
-        ]
-        picks = []
-        for v in stamps:
-            below = pl.sum_horizontal((w < v).fill_null(False).cast(pl.Int32) for w in stamps)
-            upto = pl.sum_horizontal((w <= v).fill_null(False).cast(pl.Int32) for w in stamps)
-            picks.append(pl.when((below < need) & (upto >= need)).then(v))
-        at = pl.min_horizontal(picks)
-        nth = (
-            pl.when(at != floor).then(pl.from_epoch(at, time_unit="us")).dt.replace_time_zone("UTC")
-        )
-    achieved = pl.col("targets_achieved") >= need
-    return (
-        wide.lazy()
-        .with_columns(count.cast(pl.Int32).alias("targets_achieved"), nth.alias("_nth"))
-        .select(
-            pl.lit(group_id, dtype=pl.Int64).alias("group_id"),
-            "customer_id",
-            "period_index",
-            "ref_code",
-            "window_start",
-            "window_end",
-            "status",
-            achieved.alias("achieved"),
-            pl.when(achieved)
-            .then(pl.col("_nth"))
-            .otherwise(None)
-            .cast(UTC_TS)
-            .alias("achieved_at"),
-            pl.col("targets_achieved"),
-            pl.lit(total, dtype=pl.Int32).alias("targets_total"),
-        )
-        .collect()
     )

@@ -15,7 +15,8 @@ from pipeline.scoring.context import DEC, GroupContext
 
 if TYPE_CHECKING:
     from pipeline.definitions.model import Group
-    from pipeline.scoring.engine import GroupPlan, GroupScore
+    from pipeline.scoring.engine import GroupPlan
+    from pipeline.scoring.results import GroupScore
 
 REWARD_COLUMNS = [
     "kind",

@@ -20,6 +20,7 @@ import polars as pl
 from pipeline.definitions.model import RETURNABLE_TYPES, Target, TargetEntity, TargetType
 from pipeline.errors import MissingAttributeError
 from pipeline.rules.compile import compile_rule, rule_columns
+from pipeline.scoring import enrolment
 from pipeline.scoring.context import DEC, UTC_TS, GroupContext
 
 STORE = "__store__"
@@ -378,3 +379,10 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
     return out.with_columns(
         pl.when(pl.col("_known").is_not_null()).then(pl.col("_p")).alias("_parent")
     ).drop("_p", "_known")
+
+
+def limit(frame: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
+    """Records up to the end of D, with their local date, inside enrolment."""
+    frame = frame.filter(pl.col("_ts") < pl.lit(ctx.end_of_as_of).cast(UTC_TS))
+    frame = frame.with_columns(ctx.local_date(pl.col("_ts")).alias("_date"))
+    return enrolment.restrict_to_enrolment(frame, ctx)

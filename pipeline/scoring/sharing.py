@@ -25,7 +25,7 @@ from pipeline.definitions.model import EvaluationType, Group, TrackingType
 
 if TYPE_CHECKING:
     from pipeline.scoring.context import GroupContext
-    from pipeline.scoring.engine import GroupScore
+    from pipeline.scoring.results import GroupScore
 
 SHAREABLE = (TrackingType.DEFAULT, TrackingType.STREAK, TrackingType.UNIFIED)
 

@@ -105,7 +105,7 @@ def _trace_target(
         placed = returns.placed_returns(
             ctx,
             target.entity,
-            engine._limit(all_returns, ctx),
+            records.limit(all_returns, ctx),
             counted.select("_bill", "_win"),
             lambda f: plan.layout.assign(f, ctx),
             lambda f: plan.layout.assign_next(f, ctx),
