@@ -447,6 +447,31 @@ def test_scope_cuts_per_customer_windows_by_their_own_bounds() -> None:
     ]
 
 
+def test_scope_in_sql_picks_the_rows_the_polars_scope_picks() -> None:
+    cyclic = Group(5, "Cycles", TrackingType.DEFAULT, EvaluationType.CYCLIC,
+                   targets=(_target(51, "1"),))
+    d = datetime
+    frame = pl.DataFrame({
+        "group_id": [5, 5, 5, 5, 1, 1, 2, 9],
+        "customer_id": [7, 7, 8, 9, 7, 7, 7, 7],
+        "period_index": [1, 2, 1, 1, 1, 2, 9, 1],
+        "window_start": [d(2026, 10, 1), d(2026, 11, 1), d(2026, 11, 21), d(2026, 11, 5),
+                         None, None, None, None],
+        "window_end": [d(2026, 10, 31, 23, 59), None, d(2026, 12, 20), d(2026, 11, 9, 23, 59),
+                       None, None, None, None],
+    }, schema_overrides={"period_index": pl.Int32})
+    for start in (date(2026, 11, 10), None):
+        scope = runs.Scope.build([cyclic, SPEND, STREAK], start, date(2026, 11, 20))
+        expected = scope.select(frame, scope.customer_windows([frame]))
+        con = duckdb.connect()
+        con.register("frame", frame)
+        scope.sql_bind(con, ["frame"])
+        got = con.sql(f"SELECT * FROM frame f WHERE {scope.sql_predicate('f')}").pl()
+        key = ["group_id", "customer_id", "period_index"]
+        assert got.select(key).sort(key).rows() == expected.select(key).sort(key).rows(), start
+        assert got.height >= 4
+
+
 # --------------------------------------------------------------------------- kills and locks
 
 SCRIPT = textwrap.dedent("""
