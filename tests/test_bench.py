@@ -65,13 +65,15 @@ def test_a_second_bench_reuses_the_data_and_prints_the_table(figures, data):
     result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data),
                                        "--groups", "every_5_visits",
                                        "--groups", "Baseline Monthly Sales",
-                                       "--reference-share", "0"])
+                                       "--reference-share", "0", "--per-group"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split()[:6] == ["stage", "rows", "seconds", "rows/s", "x", "floor"]
     assert "reused" in lines[1]
     assert "2 groups" in next(line for line in lines if line.startswith("run (total)"))
     assert "note: reference skipped (share 0)" in lines
+    alone = [line.split()[1:4] for line in lines if line.lstrip().startswith("alone:")]
+    assert alone == [["Every", "5", "Visits"], ["Baseline", "Monthly", "Sales"]]
 
 
 def test_an_unknown_group_is_a_usage_error(data):

@@ -587,11 +587,13 @@ def _per_group(con: duckdb.DuckDBPyConnection, groups: Sequence[m.Group], as_of:
                config: Config, records: int, meter: _Meter) -> None:
     """Each group scored alone on inputs read once: where the engine's time goes."""
     from pipeline.scoring.engine import score
+    from pipeline.scoring.sharing import SharedMeasures
 
-    with LocalEngine().inputs(con) as sources:
+    with LocalEngine().inputs(con) as shards:
         for g in groups:
             with meter.stage(f"  alone: {g.name}", records, g.tracking_type.value):
-                score(sources, [g], as_of, config)
+                for sources in shards:  # one piece, or the run's customer shards
+                    score(sources, [g], as_of, config, shared=SharedMeasures())
 
 
 # ------------------------------------------------------------------------------ reference
