@@ -210,7 +210,8 @@ def _db_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
 
 SCRATCH_PREFIX = ".milestones-"
 SCRATCH_KINDS = ("scan", "stage", "shards")  # what runs and engines make beside the database
-DUCKDB_MEMORY_SHARE = 8  # DuckDB may use 1/8 of the machine's memory during a run (min 1 GiB)
+DUCKDB_MEMORY_SHARE = 4  # DuckDB may use 1/4 of the machine's memory during a run (min 1 GiB)
+DUCKDB_MEMORY_ENV = "MILESTONES_DUCKDB_MEMORY"  # e.g. "6GB": the operator's own limit
 
 
 def scratch_folder(con: duckdb.DuckDBPyConnection, kind: str) -> Path:
@@ -221,14 +222,29 @@ def scratch_folder(con: duckdb.DuckDBPyConnection, kind: str) -> Path:
 def _settle_session(con: duckdb.DuckDBPyConnection) -> None:
     """Bound DuckDB's memory, so that it spills big joins and inserts to disk instead of
     competing with the scoring for RAM, and read instants back in UTC whatever the machine's
-    zone (the run files carry UTC instants)."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        total = 0
-    if total > 0:
-        limit = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
-        con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
+    zone (the run files carry UTC instants).
+
+    The bound cannot be too low either: the ledger's primary-key index of the rewards a run
+    adds is held in memory until the COMMIT (a first run at 50 M transactions, ~31 M rewards,
+    failed its commit at 2.9 GiB).
+    """
+    chosen = os.environ.get(DUCKDB_MEMORY_ENV, "").strip()
+    if chosen:
+        try:
+            con.execute(f"SET memory_limit = '{chosen.replace(chr(39), '')}'")
+        except duckdb.Error as exc:
+            raise UsageError(
+                f"{DUCKDB_MEMORY_ENV}={chosen!r} is not a memory size DuckDB understands; "
+                "use a value such as 6GB or 8000MB"
+            ) from exc
+    else:
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):
+            total = 0
+        if total > 0:
+            limit = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
+            con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # DuckDB's bar would break cron mail
 
@@ -434,7 +450,9 @@ def _commit(
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A COMMIT that failed was already rolled back by DuckDB; keep its error, not ours.
+        with contextlib.suppress(duckdb.TransactionException):
+            con.execute("ROLLBACK")
         raise
     _step(9)
     return RunOutcome(

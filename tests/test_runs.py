@@ -580,3 +580,19 @@ def test_second_run_while_one_holds_the_database_exits_busy(ws: Workspace) -> No
     assert holder.returncode == 0, err
     assert run_state(ws) != before
     assert ledger(ws) == {("TARGET_ACHIEVED", "spend", 7, "NOV-A"): "ISSUED"}
+
+
+def test_duckdb_memory_for_a_run_follows_the_operators_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    con = duckdb.connect()
+    monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "1500MB")
+    runs._settle_session(con)
+    assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == "1.3 GiB"
+    assert con.sql("SELECT current_setting('TimeZone')").fetchall()[0][0] == "UTC"
+    monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "lots")
+    with pytest.raises(UsageError, match="MILESTONES_DUCKDB_MEMORY='lots'"):
+        runs._settle_session(con)
+    monkeypatch.delenv(runs.DUCKDB_MEMORY_ENV)
+    runs._settle_session(con)  # the default: a share of the machine's memory, at least 1 GiB
+    assert "GiB" in con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
