@@ -210,8 +210,10 @@ def _db_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
 
 SCRATCH_PREFIX = ".milestones-"
 SCRATCH_KINDS = ("scan", "stage", "shards")  # what runs and engines make beside the database
-DUCKDB_MEMORY_SHARE = 4  # DuckDB may use 1/4 of the machine's memory during a run (min 1 GiB)
+DUCKDB_MEMORY_SHARE = 8  # DuckDB may use 1/8 of the machine's memory during a run (min 1 GiB)
 DUCKDB_MEMORY_ENV = "MILESTONES_DUCKDB_MEMORY"  # e.g. "6GB": the operator's own limit
+# Memory DuckDB's primary-key index takes per reward the run adds (held until the COMMIT).
+LEDGER_KEY_BYTES = 160
 
 
 def scratch_folder(con: duckdb.DuckDBPyConnection, kind: str) -> Path:
@@ -224,9 +226,7 @@ def _settle_session(con: duckdb.DuckDBPyConnection) -> None:
     competing with the scoring for RAM, and read instants back in UTC whatever the machine's
     zone (the run files carry UTC instants).
 
-    The bound cannot be too low either: the ledger's primary-key index of the rewards a run
-    adds is held in memory until the COMMIT (a first run at 50 M transactions, ~31 M rewards,
-    failed its commit at 2.9 GiB).
+    The bound is raised before the commit by `_room_for_ledger`.
     """
     chosen = os.environ.get(DUCKDB_MEMORY_ENV, "").strip()
     if chosen:
@@ -247,6 +247,23 @@ def _settle_session(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # DuckDB's bar would break cron mail
+
+
+def _room_for_ledger(con: duckdb.DuckDBPyConnection, awards: int) -> None:
+    """Raise DuckDB's limit by what the ledger's key index of `awards` new rewards needs: that
+    index is held in memory until the COMMIT and cannot spill (a first run at 50 M
+    transactions, ~31 M rewards, failed its commit at 2.9 GiB). An operator's own limit
+    (`MILESTONES_DUCKDB_MEMORY`) is left as it is."""
+    if os.environ.get(DUCKDB_MEMORY_ENV, "").strip():
+        return
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    base = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
+    limit = min(base + awards * LEDGER_KEY_BYTES, total * 3 // 4)
+    if limit > base:
+        con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -429,6 +446,7 @@ def _commit(
     _step(6)
     say("writing tables and ledger")
 
+    _room_for_ledger(con, rows_out["awards"])
     con.execute("BEGIN TRANSACTION")
     try:
         for name, query in selected.items():

@@ -596,3 +596,25 @@ def test_duckdb_memory_for_a_run_follows_the_operators_setting(
     monkeypatch.delenv(runs.DUCKDB_MEMORY_ENV)
     runs._settle_session(con)  # the default: a share of the machine's memory, at least 1 GiB
     assert "GiB" in con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+
+def test_duckdb_gets_room_for_the_ledger_index_of_a_big_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def limit(con: duckdb.DuckDBPyConnection) -> float:
+        text = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        number, unit = text.split()
+        return float(number) * {"MiB": 1 / 1024, "GiB": 1.0, "TiB": 1024.0}[unit]
+
+    monkeypatch.delenv(runs.DUCKDB_MEMORY_ENV, raising=False)
+    con = duckdb.connect()
+    runs._settle_session(con)
+    base = limit(con)
+    runs._room_for_ledger(con, 10)  # a few rewards: nothing to add
+    assert limit(con) == base
+    runs._room_for_ledger(con, 8_000_000)  # ~1.2 GiB of keys on top
+    assert limit(con) > base + 1.0
+    monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "1500MB")
+    runs._settle_session(con)
+    runs._room_for_ledger(con, 20_000_000)  # the operator's limit stays
+    assert limit(con) == pytest.approx(1.3, abs=0.1)
