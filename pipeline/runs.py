@@ -45,7 +45,7 @@ from pipeline.errors import GroupsFailedError, InputError, UsageError
 from pipeline.rewards import files, ledger
 from pipeline.scope import Scope
 from pipeline.staging import EARNED, Staging, staged_or_empty
-from pipeline.workspace import Workspace, quote_ident
+from pipeline.workspace import Workspace, base_tables, quote_ident, quote_literal
 
 if TYPE_CHECKING:
     from pipeline.engines import Engine
@@ -157,7 +157,7 @@ def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, pl.LazyFrame]:
 
     An export that was never loaded is an empty frame with no columns.
     """
-    present = _tables(con)
+    present = base_tables(con)
     out: dict[str, pl.LazyFrame] = {}
     for name in SOURCE_TABLES:
         if name in present:
@@ -180,7 +180,7 @@ def scan_sources(
     beside the database (or in `folder`), and `pl.scan_parquet` reads back only the columns
     and rows each group's query needs. The folder is deleted on exit.
     """
-    present = _tables(con)
+    present = base_tables(con)
     root = (Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}scan-", dir=folder)) if folder
             else scratch_folder(con, "scan"))
     try:
@@ -192,8 +192,7 @@ def scan_sources(
             empty = con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").to_arrow_table()
             schema = pl.from_arrow(empty).schema  # type: ignore[union-attr]
             path = root / f"{name}.parquet"
-            literal = "'" + str(path).replace("'", "''") + "'"
-            con.execute(f"COPY {quote_ident(name)} TO {literal} (FORMAT parquet)")
+            con.execute(f"COPY {quote_ident(name)} TO {quote_literal(path)} (FORMAT parquet)")
             out[name] = pl.scan_parquet(path).cast(dict(schema))
         yield out
     finally:
@@ -551,12 +550,8 @@ def _names_sql(groups: Sequence[Group]) -> str:
     """An SQL relation of (group_id, group_name), for the files people read."""
     if not groups:
         return "(SELECT NULL::BIGINT AS group_id, NULL::VARCHAR AS group_name WHERE false)"
-    rows = ", ".join(f"({g.group_id}, {_sql_text(g.name)})" for g in groups)
+    rows = ", ".join(f"({g.group_id}, {quote_literal(g.name)})" for g in groups)
     return f"(SELECT * FROM (VALUES {rows}) v(group_id, group_name))"
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _rows(con: duckdb.DuckDBPyConnection, query: str) -> int:
@@ -662,15 +657,6 @@ def _step(k: int) -> None:
         sys.stdin.readline()
 
 
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {
-        r[0]
-        for r in con.sql(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
-        ).fetchall()
-    }
-
-
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [
         r[0]
@@ -683,7 +669,7 @@ def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    if table not in _tables(con):
+    if table not in base_tables(con):
         return 0
     rows = con.sql(f"SELECT count(*) FROM {quote_ident(table)}").fetchall()
     return int(rows[0][0])

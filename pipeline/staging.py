@@ -27,7 +27,7 @@ import polars as pl
 
 from pipeline.definitions.model import EvaluationType, Group
 from pipeline.rewards import ledger
-from pipeline.workspace import quote_ident
+from pipeline.workspace import quote_ident, quote_literal
 
 if TYPE_CHECKING:
     from pipeline.runs import ScoreResultLike
@@ -143,9 +143,5 @@ def _ids(ids: Sequence[int]) -> str:
 
 
 def _scan(files: Sequence[Path]) -> str:
-    paths = ", ".join(_literal(p) for p in files)
+    paths = ", ".join(quote_literal(p) for p in files)
     return f"read_parquet([{paths}], union_by_name = true)"
-
-
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"

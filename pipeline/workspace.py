@@ -48,6 +48,22 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def quote_literal(text: object) -> str:
+    """A string literal for DuckDB, for the statements that take no parameter there (a COPY's
+    file, a file list of read_parquet, VALUES of names)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def base_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The names of the database's tables (not views)."""
+    return {
+        r[0]
+        for r in con.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
+    }
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Where the database and its config live."""

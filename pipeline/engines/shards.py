@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 
 from pipeline.runs import SOURCE_TABLES
-from pipeline.workspace import quote_ident
+from pipeline.workspace import base_tables, quote_ident, quote_literal
 
 SHARD = "__milestones_shard"  # the partition column; unlikely to clash with an export column
 SHARED = ("stores",)
@@ -46,7 +46,7 @@ def export_shards(con: duckdb.DuckDBPyConnection, root: Path, count: int) -> dic
     columns: a rule naming a missing column must fail the same way in every shard).
     """
     root.mkdir(parents=True, exist_ok=True)
-    present = _tables(con)
+    present = base_tables(con)
     schemas = {
         name: pl.from_arrow(con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").to_arrow_table())
         .schema  # type: ignore[union-attr]
@@ -58,7 +58,7 @@ def export_shards(con: duckdb.DuckDBPyConnection, root: Path, count: int) -> dic
         con.register(LINKS, links)
     try:
         for name in schemas:
-            target = _literal(root / (f"{name}.parquet" if name in SHARED else name))
+            target = quote_literal(root / (f"{name}.parquet" if name in SHARED else name))
             if name in SHARED:
                 con.execute(f"COPY {quote_ident(name)} TO {target} (FORMAT parquet)")
                 continue
@@ -128,26 +128,12 @@ def _sharded_select(table: str, linked: bool) -> str:
 
 def record_count(con: duckdb.DuckDBPyConnection) -> int:
     """Records the engine measures (every export but stores and enrolments)."""
-    present = _tables(con)
+    present = base_tables(con)
     total = 0
     for name in MEASURED:
         if name in present:
             total += int(con.sql(f"SELECT count(*) FROM {quote_ident(name)}").fetchall()[0][0])
     return total
-
-
-def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    return {
-        r[0]
-        for r in con.sql(
-            "SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
-        ).fetchall()
-    }
-
-
-def _literal(path: Path) -> str:
-    """A path as an SQL string literal: COPY ... TO takes no parameter for its file."""
-    return "'" + str(path).replace("'", "''") + "'"
 
 
 def read_shard(
