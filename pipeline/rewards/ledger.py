@@ -146,7 +146,7 @@ class LedgerDiff:
 
 
 def diff(earned: pl.DataFrame, ledger: pl.DataFrame) -> LedgerDiff:
-    """Compare earned rewards with the ledger rows of the same scope.
+    """Compare earned rewards with the ledger rows of the same scope: `diff_sql` on frames.
 
     Args:
         earned: `with_reward_ids` output, only the groups and windows the run scored.
@@ -155,16 +155,21 @@ def diff(earned: pl.DataFrame, ledger: pl.DataFrame) -> LedgerDiff:
     Earned and not ISSUED (new, or REVOKED before) -> award; ISSUED and not earned -> revocation;
     ISSUED and earned -> nothing: a standing reward is never issued twice nor rewritten.
     """
-    standing = ledger.filter(pl.col("status") == ISSUED).select("reward_id")
-    awards = earned.join(standing, on="reward_id", how="anti", maintain_order="left")
-    revocations = (
-        ledger.filter(pl.col("status") == ISSUED)
-        .join(earned.select("reward_id"), on="reward_id", how="anti")
-        .select(REWARD_COLUMNS)
-        .sort(SORT_COLUMNS, nulls_last=True)
-    )
-    awards = awards.select(REWARD_COLUMNS).sort(SORT_COLUMNS, nulls_last=True)
-    return LedgerDiff(awards=awards, revocations=revocations)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("earned_frame", earned.select(REWARD_COLUMNS))
+        con.register("ledger_frame", ledger.select(LEDGER_COLUMNS))
+        awards, revocations = diff_sql(con, "earned_frame", "ledger_frame")
+        # Each side keeps its own types (DuckDB would widen decimals and timestamps).
+        return LedgerDiff(
+            awards=con.sql(ordered(awards)).pl().cast(dict(earned.select(REWARD_COLUMNS).schema)),
+            revocations=con.sql(ordered(revocations)).pl().cast(
+                dict(ledger.select(REWARD_COLUMNS).schema)
+            ),
+        )
+    finally:
+        con.close()
 
 
 def read_ledger(con: duckdb.DuckDBPyConnection, group_ids: list[int] | None = None) -> pl.DataFrame:
@@ -179,9 +184,9 @@ def read_ledger(con: duckdb.DuckDBPyConnection, group_ids: list[int] | None = No
 
 
 def diff_sql(con: duckdb.DuckDBPyConnection, earned: str, standing: str) -> tuple[str, str]:
-    """`diff` in DuckDB, for runs too big for memory: the temp tables ``_awards`` and
-    ``_revocations`` (REWARD_COLUMNS), which the caller reads for the files and passes to
-    `apply_tables`.
+    """The ledger diff in DuckDB (runs too big for memory use it directly; `diff` on frames):
+    the temp tables ``_awards`` and ``_revocations`` (REWARD_COLUMNS), which the caller reads
+    for the files and passes to `apply_tables`.
 
     Args:
         earned: an SQL relation of earned rewards (REWARD_COLUMNS) of exactly the run's scope;
