@@ -48,6 +48,16 @@ def test_sort_records_matches_the_five_column_sort(seed: int, kind: str) -> None
     assert got.sort(measures.CONTRIB_COLS).equals(want.sort(measures.CONTRIB_COLS))
 
 
+def test_sort_records_repairs_ties_in_a_frame_already_in_packed_order() -> None:
+    """Input sorted by (customer, window, instant) only, as an export in customer-time order
+    may come: the sort is skipped, but equal instants must still go by record key."""
+    frame = _records(400, 4)
+    reversed_keys = [False] * 3 + [True] * 2
+    by_instant = frame.sort(*measures.ORDER, descending=reversed_keys)
+    got = measures.sort_records(by_instant)
+    assert got.select(measures.ORDER).equals(frame.sort(measures.ORDER).select(measures.ORDER))
+
+
 def test_sort_records_small_frames() -> None:
     empty = _records(0, 1)
     assert measures.sort_records(empty).height == 0
@@ -175,3 +185,33 @@ def test_cycle_start_by_arithmetic_equals_offset_by(months: int) -> None:
         pl.col("_anchor").dt.offset_by(pl.format("{}mo", (pl.col("_k") - 1) * months))
     ).to_series()
     assert got.to_list() == want.to_list()
+
+
+@pytest.mark.parametrize("kind", ["MAX", "MIN"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_block_extremes_packed_running_extreme_equals_the_window_function_form(
+    kind: str, seed: int
+) -> None:
+    """The packed global cum_max gives the same contributions as ``over`` per block, nulls
+    (carry the extreme; nothing before the first value) and negative values included."""
+    row = pl.int_range(600, dtype=pl.Int64)
+    frame = measures.sort_records(
+        _records(600, seed).with_columns(
+            # The local date follows the instant (here: one day per minute), as it does in a run.
+            _date=pl.lit(T0.date()) + pl.duration(days=pl.col("_ts").dt.minute()),
+            start_date=pl.lit(T0.date()),
+            _attr=pl.when(row.hash(seed + 6) % 5 == 0)
+            .then(None)
+            .otherwise((row.hash(seed + 7) % 20_001).cast(pl.Int64) - 10_000)
+            .cast(DEC)
+            / 7,
+        )
+    )
+    blocks = frame.with_columns(
+        ((pl.col("_date") - pl.col("start_date")).dt.total_days() // 2).alias("_block"),
+        pl.col("_attr").cast(DEC),
+    )
+    packed = measures._block_extremes(frame, kind, 2)
+    by_over = measures._block_extremes_by_window_functions(blocks, kind)
+    assert packed.equals(by_over)
+    assert packed["_contrib"].null_count() == 0
