@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import polars as pl
 from engine_helpers import group, periods, ret, sources, target, txn
@@ -12,7 +13,7 @@ from pipeline.config import Config
 from pipeline.definitions import model as m
 from pipeline.scoring import engine
 from pipeline.scoring.context import GroupContext
-from pipeline.scoring.sharing import SharedMeasures, measure_key
+from pipeline.scoring.sharing import SharedFrames, SharedMeasures, measure_key
 
 AS_OF = date(2024, 2, 20)
 PERIODS = periods(("2024-01-01", "2024-01-31", "JAN"), ("2024-02-01", "2024-02-29", "FEB"))
@@ -92,3 +93,59 @@ def test_unified_any_and_all_do_not_share() -> None:
     achieved = result.tables["period_achievements"].group_by("group_id").agg(
         pl.col("achieved").sum()).sort("group_id")
     assert achieved["achieved"].to_list()[0] <= achieved["achieved"].to_list()[1]
+
+
+# --- derived frames (line items joined to their bills) -----------------------------------------
+
+LINES = sources(
+    transactions=RECORDS["transactions"].collect().to_dicts(),
+    line_items=[
+        {"txn_id": "T1", "line_no": 1, "qty": Decimal("2"), "amount": Decimal("80")},
+        {"txn_id": "T2", "line_no": 1, "qty": Decimal("1"), "amount": Decimal("40")},
+        {"txn_id": "T4", "line_no": 1, "qty": Decimal("3"), "amount": Decimal("60")},
+        {"txn_id": "T4", "line_no": 2, "qty": Decimal("1"), "amount": Decimal("60")},
+        {"txn_id": "R1", "line_no": 1, "qty": Decimal("1"), "amount": Decimal("-40")},
+    ],
+)
+
+
+def line_group(gid: int, ttype: str, value: str) -> m.Group:
+    t = target(gid * 10, f"lines {gid}", entity="LINEITEM", ttype=ttype, values=(value,))
+    return group(f"lines {gid}", gid=gid, targets=(t,), periods=PERIODS)
+
+
+def test_a_derived_frame_read_by_two_targets_is_built_once_and_dropped_after_the_last() -> None:
+    frames = SharedFrames()
+    frames.expect("k")
+    frames.expect("k")
+    builds: list[int] = []
+
+    def build() -> pl.LazyFrame:
+        builds.append(1)
+        return pl.LazyFrame({"x": [1]})
+
+    first = frames.get("k", build)
+    assert frames.kept  # kept for the second reader ...
+    second = frames.get("k", build)
+    assert not frames.kept  # ... and dropped after it
+    assert len(builds) == 1
+    assert first.collect().equals(second.collect())
+    frames.get("once", build)  # expected by nobody: built lazily, never kept
+    assert len(builds) == 2 and not frames.kept
+
+
+def test_line_item_groups_scored_with_shared_joins_equal_each_group_alone() -> None:
+    groups = [line_group(1, "SALES", "100"), line_group(2, "QUANTITY", "3"),
+              line_group(3, "COUNT", "2")]
+    shared = engine.plan_sharing(LINES, groups, AS_OF, Config())
+    assert shared.frames.wanted == {("lines with their bills", "REGULAR"): 3,
+                                    ("lines with their bills", "RETURN"): 2}
+    together = engine.score(LINES, groups, AS_OF, Config(), shared=shared)
+    assert not shared.frames.kept
+    for g in groups:
+        alone = engine.score(LINES, [g], AS_OF, Config(), shared=SharedMeasures())
+        mine = together.tables["target_progress"].filter(pl.col("group_id") == g.group_id)
+        theirs = alone.tables["target_progress"]
+        assert theirs.height
+        assert_frame_equal(mine.sort("customer_id", "period_index"),
+                           theirs.sort("customer_id", "period_index"))

@@ -12,15 +12,19 @@ underscore so that they never collide with export columns a rule may name:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from pipeline.config import Config
 from pipeline.definitions.model import Group
+
+if TYPE_CHECKING:
+    from pipeline.scoring.sharing import SharedFrames
 
 DEC = pl.Decimal(38, 4)
 UTC_TS = pl.Datetime("us", "UTC")
@@ -39,6 +43,7 @@ class GroupContext:
     as_of: date
     config: Config
     sources: Mapping[str, pl.LazyFrame]
+    frames: SharedFrames | None = None  # derived frames shared with other targets of the shard
 
     @property
     def tz(self) -> str:
@@ -58,6 +63,10 @@ class GroupContext:
 
     def source(self, name: str) -> pl.LazyFrame:
         return self.sources[name]
+
+    def derived(self, key: Hashable, build: Callable[[], pl.LazyFrame]) -> pl.LazyFrame:
+        """The frame `build` makes from the sources, built once when several targets read it."""
+        return build() if self.frames is None else self.frames.get(key, build)
 
 
 def sorted_cum_sum(value: pl.Expr, keys: list[str]) -> pl.Expr:

@@ -49,7 +49,7 @@ def score(
     reward_parts: list[pl.DataFrame] = []
     for group in groups:
         result.groups.append(group.name)
-        ctx = GroupContext(group=group, as_of=as_of, config=config, sources=sources)
+        ctx = GroupContext(group, as_of, config, sources, frames=shared.frames)
         try:
             key = _share_key(ctx)
             reused = shared.take(key, ctx)
@@ -82,13 +82,22 @@ def score(
 def plan_sharing(
     sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date, config: Config
 ) -> SharedMeasures:
-    """Which of `groups` can share measured rows (pass the result to each `score` call)."""
+    """Which of `groups` can share measured rows, and which derived frames several of their
+    targets read (pass the result to each `score` call)."""
     shared = SharedMeasures()
     for group in groups:
+        ctx = GroupContext(group, as_of, config, sources)
         try:
-            shared.expect(_share_key(GroupContext(group, as_of, config, sources)))
+            key = _share_key(ctx)
         except MilestonesError:
             continue  # the group fails when it is scored
+        if key is not None and key in shared.wanted:
+            shared.expect(key)  # takes an earlier group's rows: reads no records itself
+            continue
+        shared.expect(key)
+        for target in group.targets:
+            for frame in records.derived_frames(ctx, target):
+                shared.frames.expect(frame)
     return shared
 
 

@@ -85,12 +85,36 @@ def _transactions(ctx: GroupContext) -> pl.LazyFrame:
     )
 
 
+LINE_QTY = "line quantity per bill"
+LINES = "lines with their bills"
+
+
 def _line_qty_per_bill(ctx: GroupContext) -> pl.LazyFrame:
-    return (
-        ctx.source("line_items")
+    return ctx.derived(
+        (LINE_QTY,),
+        lambda: ctx.source("line_items")
         .group_by(pl.col("txn_id").cast(pl.String))
-        .agg(pl.col("qty").abs().cast(DEC).sum().alias("__line_qty"))
+        .agg(pl.col("qty").abs().cast(DEC).sum().alias("__line_qty")),
     )
+
+
+def derived_frames(ctx: GroupContext, target: Target) -> list[tuple[str, ...]]:
+    """The `ctx.derived` keys that scoring `target` reads (`engine.plan_sharing` counts them)."""
+    keys: list[tuple[str, ...]] = []
+    returns = has_returns(ctx, target)
+    if target.entity is TargetEntity.LINEITEM:
+        keys.append((LINES, "REGULAR"))
+        if returns:
+            keys.append((LINES, "RETURN"))
+        return keys
+    bill_event = (target.event_name or "").lower() if target.entity is TargetEntity.EVENT else ""
+    reads_bills = target.entity is TargetEntity.TRANSACTION or bill_event in (
+        "transactionadd",
+        "returnbill",
+    )
+    if reads_bills and target.type is TargetType.QUANTITY:
+        keys.extend([(LINE_QTY,)] * (2 if returns else 1))
+    return keys
 
 
 class Resolver:
@@ -288,11 +312,16 @@ def regular_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
 
 
 def _line_frame(ctx: GroupContext, txn_type: str, target: Target) -> pl.LazyFrame:
+    frame = ctx.derived((LINES, txn_type), lambda: _lines_with_bills(ctx, txn_type))
+    return _with_store(frame, ctx, TXN + "store_id", target=target)
+
+
+def _lines_with_bills(ctx: GroupContext, txn_type: str) -> pl.LazyFrame:
+    """Line items of `txn_type` bills, with the bill's columns prefixed by ``TXN``."""
     t = _transactions(ctx).filter(pl.col("type") == txn_type)
     t = t.select(pl.col(c).alias(TXN + c) for c in t.collect_schema().names())
     li = ctx.source("line_items").with_columns(pl.col("txn_id").cast(pl.String))
-    frame = li.join(t, left_on="txn_id", right_on=TXN + "txn_id", how="inner", coalesce=False)
-    return _with_store(frame, ctx, TXN + "store_id", target=target)
+    return li.join(t, left_on="txn_id", right_on=TXN + "txn_id", how="inner", coalesce=False)
 
 
 def _line_attr(ctx: GroupContext, target: Target, frame: pl.LazyFrame, *, returns: bool) -> pl.Expr:

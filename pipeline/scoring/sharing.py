@@ -15,7 +15,7 @@ do CAPPING groups (their points split needs the counted records) and PERIOD_AGNO
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -41,12 +41,44 @@ class Measured:
 
 
 @dataclass
+class SharedFrames:
+    """Frames derived from the sources that several targets of this shard read (line items
+    joined to their bills, line quantities per bill): built and collected once, dropped after
+    their last reader.
+
+    Why: joining millions of lines to their bills on a text id costs more than most of a
+    target's scoring, and a programme often has several line-item targets. A frame that only
+    one target reads stays lazy, so its query still reads only the columns it needs.
+    """
+
+    wanted: dict[Hashable, int] = field(default_factory=dict)
+    kept: dict[Hashable, pl.LazyFrame] = field(default_factory=dict)
+
+    def expect(self, key: Hashable) -> None:
+        self.wanted[key] = self.wanted.get(key, 0) + 1
+
+    def get(self, key: Hashable, build: Callable[[], pl.LazyFrame]) -> pl.LazyFrame:
+        readers = self.wanted.get(key, 0)
+        self.wanted[key] = max(readers - 1, 0)
+        frame = self.kept.get(key)
+        if frame is None:
+            if readers < 2:
+                return build()
+            frame = self.kept[key] = build().collect().lazy()
+        if not self.wanted[key]:
+            del self.kept[key]
+        return frame
+
+
+@dataclass
 class SharedMeasures:
     """Measured rows kept for groups still to come in this shard (`expect` says which keys
-    will be asked for again, so nothing is kept that no later group needs)."""
+    will be asked for again, so nothing is kept that no later group needs), and the derived
+    source frames its targets share (`frames`)."""
 
     wanted: dict[Hashable, int] = field(default_factory=dict)
     kept: dict[Hashable, Measured] = field(default_factory=dict)
+    frames: SharedFrames = field(default_factory=SharedFrames)
 
     def expect(self, key: Hashable | None) -> None:
         if key is not None:
