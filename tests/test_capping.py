@@ -172,9 +172,23 @@ def test_negative_cap_allows_nothing() -> None:
     assert split(adjustments) == [("p1", "0.0000", "5.0000")]
 
 
-def test_two_caps_for_one_window_is_a_bug_we_refuse() -> None:
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(1, 1, "5"), (1, 1, "6")],  # in key order: the duplicates are neighbours
+        [(1, 1, "5"), (2, 1, "7"), (1, 1, "6")],  # out of order: found by hashing
+        [(0, 2, "4"), (1, 1, "5"), (1, 1, "6"), (1, 2, "7")],
+    ],
+)
+def test_two_caps_for_one_window_is_a_bug_we_refuse(rows: list) -> None:
     with pytest.raises(ValueError, match="several caps for customer 1 in window 1"):
-        capping_tables(points([]), caps([(1, 1, "5"), (1, 1, "6")]), 8, 81)
+        capping_tables(points([]), caps(rows), 8, 81)
+
+
+def test_caps_in_key_order_or_not_pass_the_uniqueness_check() -> None:
+    for rows in ([(1, 1, "5"), (1, 2, "6"), (2, 1, "7")], [(2, 1, "7"), (1, 2, "6"), (1, 1, "5")]):
+        capping, _ = capping_tables(points([(1, 2, "p1", 0, "9")]), caps(rows), 8, 81)
+        assert window(capping)[0][:2] == ("9.0000", "6.0000")
 
 
 def test_text_customer_ids_keep_their_type() -> None:

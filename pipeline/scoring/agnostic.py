@@ -65,22 +65,26 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
 
 
 def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: bool) -> pl.Expr:
-    """Per-record contribution within one cycle (rows of that cycle, in order)."""
+    """Per-record contribution within one cycle (rows of that cycle, in order).
+
+    The stream is in (customer, time, key) order, so a customer's records of one local date,
+    or the lines of one bill, are neighbours: "first of its date (bill)" is "differs from the
+    row before", not a hash of every (customer, date) pair in every pass."""
     if target_type is TargetType.VISIT:
-        return (
-            (pl.col("_regular") & pl.struct("_cust", "_date").is_first_distinct())
-            .cast(pl.Int32)
-            .cast(DEC)
-        )
+        return _first_of("_date")
     if target_type is TargetType.COUNT:
         if entity is TargetEntity.LINEITEM:
-            return (
-                (pl.col("_regular") & pl.struct("_cust", "_bill").is_first_distinct())
-                .cast(pl.Int32)
-                .cast(DEC)
-            )
+            return _first_of("_bill")
         return pl.col("_regular").cast(pl.Int32).cast(DEC)
     return pl.col("_amount").fill_null(0).cast(DEC)
+
+
+def _first_of(column: str) -> pl.Expr:
+    """1 at a regular record that opens its customer's run of equal `column`, else 0."""
+    opens = (pl.col("_cust") != pl.col("_cust").shift(1)) | (
+        pl.col(column) != pl.col(column).shift(1)
+    )
+    return (pl.col("_regular") & opens.fill_null(True)).cast(pl.Int32).cast(DEC)
 
 
 def _by_customer(value: pl.Expr) -> pl.Expr:
