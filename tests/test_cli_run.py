@@ -188,6 +188,30 @@ def test_exit_4_while_another_run_holds_the_database(cli: Cli) -> None:
     assert "rewards: 1 issued" in out
 
 
+def test_sigterm_inside_the_transaction_rolls_back_records_failed_and_exits_143(cli: Cli) -> None:
+    """What Airflow does to a task it times out: the run unwinds, nothing is half-written."""
+    env = {**os.environ, runs.PAUSE_ENV: "7"}
+    cmd = [sys.executable, "-m", "pipeline", "--db", str(cli.db), "run", "--as-of", "2026-11-20",
+           "--group", "Spend 100"]
+    with subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        assert run.stderr is not None
+        assert "paused after step 7" in run.stderr.readline()
+        run.terminate()
+        _, err = run.communicate(timeout=120)
+    assert run.returncode == 143
+    assert err.splitlines()[-1].startswith("Error: stopped by SIGTERM; nothing was committed")
+    assert "Traceback" not in err
+    history = cli.ok("runs").output
+    assert "FAILED" in history and "stopped by SIGTERM" in history
+    assert not [p for p in cli.db.parent.iterdir() if p.name.startswith(".milestones-")]
+    rewards = cli.root / "rewards"
+    assert not rewards.exists() or not list(rewards.iterdir())
+    cli.ok("run", "--as-of", "2026-11-20", "--group", "Spend 100")
+    issued = [row for f in sorted(rewards.iterdir()) for row in awards(f)]
+    assert issued == [("TARGET_ACHIEVED", "spend", "7", "NOV-A")]
+
+
 def test_progress_text_shows_windows_streak_and_rewards(cli: Cli) -> None:
     cli.ok("run", "--as-of", "2026-11-20", "--group", "Spend 100")
     lines = cli.ok("progress", "7", "--group", "Spend 100").output.splitlines()

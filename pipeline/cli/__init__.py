@@ -7,6 +7,7 @@ function, print the result.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -38,6 +39,27 @@ class AppContext:
         return self._workspace
 
 
+class Terminated(SystemExit):
+    """SIGTERM (a cron timeout, Airflow killing a task) unwinds the command like an error, so
+    a run rolls back, is recorded FAILED and removes its scratch files; `bench` removes its
+    workspace. Exit code 143, as a shell reports a SIGTERM."""
+
+    message = (
+        "stopped by SIGTERM; nothing was committed (a run was rolled back and marked FAILED), "
+        "so the same command can simply be run again"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(143)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def handle_errors(fn: F) -> F:
     """Turn a `MilestonesError` into ``Error: ...`` and its exit code; traceback only with -v."""
 
@@ -45,6 +67,9 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Terminated as exc:
+            click.echo(f"Error: {exc.message}", err=True)
+            sys.exit(exc.code)
         except MilestonesError as exc:
             ctx = click.get_current_context(silent=True)
             verbose = bool(ctx and isinstance(ctx.obj, AppContext) and ctx.obj.verbose)
@@ -83,6 +108,7 @@ def main(
     Example: milestones demo
     """
     ctx.obj = AppContext(db, config, verbose, quiet)
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 def _register() -> None:
