@@ -122,11 +122,11 @@ def with_reward_ids(earned: pl.DataFrame) -> pl.DataFrame:
         return empty_rewards()
     out = earned.with_columns(reward_id=reward_ids(earned)).select(REWARD_COLUMNS)
     # The engine yields each fact once; if it ever did not, keep the earliest achievement.
-    return (
-        out.sort("achieved_at", nulls_last=True)
-        .unique("reward_id", keep="first", maintain_order=True)
-        .sort(SORT_COLUMNS, nulls_last=True)
-    )
+    if out["reward_id"].n_unique() < out.height:
+        out = out.sort("achieved_at", nulls_last=True).unique(
+            "reward_id", keep="first", maintain_order=True
+        )
+    return out.sort(SORT_COLUMNS, nulls_last=True)
 
 
 def empty_rewards(customer_dtype: pl.DataType | None = None) -> pl.DataFrame:
