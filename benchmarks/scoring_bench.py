@@ -29,7 +29,7 @@ import polars as pl
 from pipeline.config import Config
 from pipeline.definitions import model as m
 from pipeline.rules import tree
-from pipeline.scoring.engine import ScoreResult, score
+from pipeline.scoring.engine import ScoreResult, default_workers, score
 
 DEC = pl.Decimal(18, 4)
 TS = pl.Datetime("us", "UTC")
@@ -385,10 +385,13 @@ def run_floor(sources: Mapping[str, pl.LazyFrame],
 
 
 def run_score(sources: Mapping[str, pl.LazyFrame], groups: list[m.Group],
-              rows: int) -> tuple[Stage, ScoreResult]:
-    result, seconds, cpu = _timed(lambda: score(sources, groups, AS_OF, Config()))
+              rows: int, workers: int = 1) -> tuple[Stage, ScoreResult]:
+    """`score` as `run` calls it: groups in `workers` threads (the local engine's default)."""
+    result, seconds, cpu = _timed(
+        lambda: score(sources, groups, AS_OF, Config(), workers=workers)
+    )
     assert isinstance(result, ScoreResult)
-    return Stage(f"score: {len(groups)} groups", rows, seconds, cpu), result
+    return Stage(f"score: {len(groups)} groups, {workers} thread(s)", rows, seconds, cpu), result
 
 
 def table(stages: list[Stage], floor_seconds: float) -> str:
@@ -410,6 +413,8 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=None, help="default: transactions / 20")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="threads groups are scored in (default: the local engine's)")
     parser.add_argument("--per-group", action="store_true",
                         help="also time score() on each group alone (diagnosis; not in the ratio)")
     args = parser.parse_args()
@@ -429,7 +434,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     warm = _lazy(customer_slice(frames, 50))
     run_floor(warm, benches)
-    run_score(warm, groups, 0)
+    run_score(warm, groups, 0, args.workers)
 
     sources = _lazy(frames)
     floor_stages, _ = run_floor(sources, benches)
@@ -437,7 +442,7 @@ def main() -> None:
     in_rows = floor_stages[0].rows
     floor_cpu = sum(s.cpu for s in floor_stages)
     floor_total = Stage("floor: total", in_rows, floor_seconds, floor_cpu)
-    score_stage, result = run_score(sources, groups, in_rows)
+    score_stage, result = run_score(sources, groups, in_rows, args.workers)
     stages = [*floor_stages, floor_total, score_stage]
     if args.per_group:
         for g in groups:

@@ -11,6 +11,7 @@ from polars.testing import assert_frame_equal
 
 from pipeline.config import Config
 from pipeline.definitions import model as m
+from pipeline.rules import tree
 from pipeline.scoring import engine
 from pipeline.scoring.context import GroupContext
 from pipeline.scoring.sharing import SharedFrames, SharedMeasures, measure_key
@@ -149,3 +150,33 @@ def test_line_item_groups_scored_with_shared_joins_equal_each_group_alone() -> N
         assert theirs.height
         assert_frame_equal(mine.sort("customer_id", "period_index"),
                            theirs.sort("customer_id", "period_index"))
+
+
+# --- groups scored in threads ---------------------------------------------------------------
+
+
+def test_groups_scored_in_two_threads_equal_one_thread_failures_included() -> None:
+    missing = group("needs a column", gid=9, periods=PERIODS, targets=(
+        target(90, "x", rule=tree.Binary("==", tree.Name("currentTxn", "nope"), tree.Literal(1))),
+    ))
+    streak = spend(2, "Monthly spend streak", kind="STREAK",
+                   streak_levels=(m.StreakLevel(streak_id=1, name="two", count=2),))
+    groups = [spend(1, "Monthly spend"), line_group(3, "SALES", "100"), missing, streak,
+              line_group(4, "QUANTITY", "3"), line_group(5, "COUNT", "2")]
+    one = engine.score(LINES, groups, AS_OF, Config(), workers=1)
+    two = engine.score(LINES, groups, AS_OF, Config(), workers=2)
+    assert one.groups == two.groups == [g.name for g in groups]
+    assert one.failures == two.failures and list(two.failures) == ["needs a column"]
+    for name, frame in one.tables.items():
+        assert_frame_equal(frame, two.tables[name], check_row_order=True)
+    assert_frame_equal(one.rewards, two.rewards)
+    assert one.tables["streak_progress"].height  # the streak group took the shared rows
+
+
+def test_a_group_sharing_measured_rows_is_chained_after_the_first_with_that_measure() -> None:
+    a, b, c = spend(1, "a"), line_group(2, "SALES", "100"), spend(3, "c")
+    chains = engine._chains(LINES, [a, b, c], AS_OF, Config())
+    assert [[g.name for _, g in chain] for chain in chains] == [["a", "c"], ["lines 2"]]
+    names = [r.groups[0] for r in engine.score_each(LINES, [a, b, c], AS_OF, Config(),
+                                                     workers=2)]
+    assert sorted(names) == ["a", "c", "lines 2"]

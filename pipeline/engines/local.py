@@ -34,6 +34,8 @@ class LocalEngine:
         rows_per_shard: records per customer shard, at most (the data set is one shard when
             it is not bigger).
         progress: called with a short line per shard scored (None: quiet).
+        workers: groups scored at once, in threads (default
+            `pipeline.scoring.engine.default_workers`).
     """
 
     def __init__(
@@ -42,8 +44,14 @@ class LocalEngine:
         *,
         rows_per_shard: int = ROWS_PER_SHARD,
         progress: Callable[[str], None] | None = None,
+        workers: int | None = None,
     ) -> None:
         self._score = score
+        if workers is None:
+            from pipeline.scoring.engine import default_workers
+
+            workers = default_workers()
+        self.workers = workers
         self.rows_per_shard = rows_per_shard
         self._say = progress or (lambda _msg: None)
 
@@ -72,15 +80,17 @@ class LocalEngine:
         as_of: date,
         config: Config,
     ) -> Iterator[ScoreResultLike]:
-        """One result per group and shard, so only one group's rows of one shard are held
-        (plus, until a later group takes them, the measured rows of a group it shares)."""
+        """One result per group and shard, so only the rows of the groups in flight (`workers`)
+        of one shard are held (plus, until a later group takes them, the measured rows of a
+        group it shares)."""
         for k, sources in enumerate(inputs, start=1):
             if self._score is None:
-                from pipeline.scoring.engine import plan_sharing, score
+                from pipeline.scoring.engine import plan_sharing, score_each
 
                 shared = plan_sharing(sources, groups, as_of, config)
-                for group in groups:
-                    yield score(sources, [group], as_of, config, shared=shared)
+                yield from score_each(
+                    sources, groups, as_of, config, shared=shared, workers=self.workers
+                )
             else:
                 for group in groups:
                     yield self._score(sources, [group], as_of, config)

@@ -8,7 +8,10 @@ is recorded in `ScoreResult.failures` and the other groups still run.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import os
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 
@@ -36,46 +39,154 @@ def score(
     config: Config,
     *,
     shared: SharedMeasures | None = None,
+    workers: int = 1,
 ) -> ScoreResult:
     """Score `groups` as of day `as_of` from the export frames in `sources`.
 
     Groups with the same targets and windows are measured once (`pipeline.scoring.sharing`);
     a caller scoring one group per call passes one `plan_sharing` result to every call.
+    `workers` > 1 scores groups in that many threads (`score_each`); the result is the same.
     """
-    if shared is None:
-        shared = plan_sharing(sources, groups, as_of, config)
+    scored = sorted(_scored(sources, groups, as_of, config, shared, workers), key=lambda p: p[0])
+    return merge_results([part for _, part in scored])
+
+
+def score_each(
+    sources: Mapping[str, pl.LazyFrame],
+    groups: list[Group],
+    as_of: date,
+    config: Config,
+    *,
+    shared: SharedMeasures | None = None,
+    workers: int = 1,
+) -> Iterator[ScoreResult]:
+    """One result per group, so a caller can write each and drop it.
+
+    With `workers` > 1 the groups are scored in that many threads, at most that many at a time:
+    much of a group's scoring is single-threaded polars work (sorts, running sums, gathers), so
+    a second group uses the core the first leaves idle. A group that takes another's measured
+    rows (`sharing`) is scored right after it, in the same thread. The order of the results is
+    not the order of `groups`.
+    """
+    for _, part in _scored(sources, groups, as_of, config, shared, workers):
+        yield part
+
+
+def default_workers() -> int:
+    """Threads the local engine scores groups in: 2 (about 1.3-1.6x faster than 1 on 2 cores);
+    more would multiply the memory of groups in flight for little gain on small machines."""
+    return max(1, min(SCORING_THREADS, os.cpu_count() or 1))
+
+
+SCORING_THREADS = 2
+
+
+def merge_results(parts: Iterable[ScoreResult]) -> ScoreResult:
+    """Results of several groups as one: tables and rewards concatenated in the given order."""
     result = ScoreResult()
-    parts: dict[str, list[pl.DataFrame]] = {name: [] for name in TABLES}
-    reward_parts: list[pl.DataFrame] = []
-    for group in groups:
-        result.groups.append(group.name)
-        ctx = GroupContext(group, as_of, config, sources, frames=shared.frames)
-        try:
-            key = _share_key(ctx)
-            reused = shared.take(key, ctx)
-            if reused is None:
-                scored = score_group(ctx)
-                shared.keep(key, group, scored)
-            else:
-                scored = GroupScore(progress=reused[0], achievements=reused[1])
-                kinds.apply(ctx, scored, None)
-        except MilestonesError as exc:
-            result.failures[group.name] = exc.message
-            continue
-        parts["target_progress"].append(scored.progress)
-        parts["period_achievements"].append(scored.achievements)
-        for name, frame in scored.extra.items():
-            parts[name].append(frame)
-        reward_parts.extend(scored.rewards)
-    for name, frames in parts.items():
+    tables: dict[str, list[pl.DataFrame]] = {name: [] for name in TABLES}
+    rewards: list[pl.DataFrame] = []
+    for part in parts:
+        result.groups.extend(part.groups)
+        result.failures.update(part.failures)
+        for name, frame in part.tables.items():
+            tables.setdefault(name, []).append(frame)
+        rewards.append(part.rewards)
+    for name, frames in tables.items():
         frames = [f for f in frames if f.height]
         result.tables[name] = (
             pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
         )
-    reward_parts = [f for f in reward_parts if f.height]
-    result.rewards = (
-        pl.concat(reward_parts, how="vertical_relaxed") if reward_parts else pl.DataFrame()
-    )
+    rewards = [f for f in rewards if f.height]
+    result.rewards = pl.concat(rewards, how="vertical_relaxed") if rewards else pl.DataFrame()
+    return result
+
+
+def _scored(
+    sources: Mapping[str, pl.LazyFrame],
+    groups: list[Group],
+    as_of: date,
+    config: Config,
+    shared: SharedMeasures | None,
+    workers: int,
+) -> Iterator[tuple[int, ScoreResult]]:
+    """(position in `groups`, its result) for every group, chain by chain (see `_chains`)."""
+    if shared is None:
+        shared = plan_sharing(sources, groups, as_of, config)
+    plan = shared
+
+    def run_chain(chain: list[tuple[int, Group]]) -> list[tuple[int, ScoreResult]]:
+        return [(i, _score_one(sources, g, as_of, config, plan)) for i, g in chain]
+
+    chains = _chains(sources, groups, as_of, config)
+    if workers <= 1 or len(chains) < 2:
+        for chain in chains:
+            yield from run_chain(chain)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="milestones-score")
+    try:
+        pending: deque[Future[list[tuple[int, ScoreResult]]]] = deque()
+        for chain in chains:
+            pending.append(pool.submit(run_chain, chain))
+            if len(pending) >= workers:  # at most `workers` chains in flight
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chains(
+    sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date, config: Config
+) -> list[list[tuple[int, Group]]]:
+    """Groups in chains: each group that shares measured rows follows the first group with the
+    same measure; every other group is a chain of its own. Chains keep `groups`' order."""
+    chains: list[list[tuple[int, Group]]] = []
+    by_key: dict[Hashable, list[tuple[int, Group]]] = {}
+    for i, group in enumerate(groups):
+        try:
+            key = _share_key(GroupContext(group, as_of, config, sources))
+        except MilestonesError:
+            key = None  # the group fails when it is scored
+        if key is not None and key in by_key:
+            by_key[key].append((i, group))
+            continue
+        chain = [(i, group)]
+        chains.append(chain)
+        if key is not None:
+            by_key[key] = chain
+    return chains
+
+
+def _score_one(
+    sources: Mapping[str, pl.LazyFrame],
+    group: Group,
+    as_of: date,
+    config: Config,
+    shared: SharedMeasures,
+) -> ScoreResult:
+    """One group's result (its failure message instead when it fails in an expected way)."""
+    result = ScoreResult(groups=[group.name])
+    ctx = GroupContext(group, as_of, config, sources, frames=shared.frames)
+    try:
+        key = _share_key(ctx)
+        reused = shared.take(key, ctx)
+        if reused is None:
+            scored = score_group(ctx)
+            shared.keep(key, group, scored)
+        else:
+            scored = GroupScore(progress=reused[0], achievements=reused[1])
+            kinds.apply(ctx, scored, None)
+    except MilestonesError as exc:
+        result.failures[group.name] = exc.message
+        return result
+    result.tables = {
+        "target_progress": scored.progress,
+        "period_achievements": scored.achievements,
+        **scored.extra,
+    }
+    rewards = [f for f in scored.rewards if f.height]
+    result.rewards = pl.concat(rewards, how="vertical_relaxed") if rewards else pl.DataFrame()
     return result
 
 

@@ -15,6 +15,7 @@ do CAPPING groups (their points split needs the counted records) and PERIOD_AGNO
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -53,21 +54,24 @@ class SharedFrames:
 
     wanted: dict[Hashable, int] = field(default_factory=dict)
     kept: dict[Hashable, pl.LazyFrame] = field(default_factory=dict)
+    # Groups may be scored in several threads (`engine.score_each`): one builds, others wait.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def expect(self, key: Hashable) -> None:
         self.wanted[key] = self.wanted.get(key, 0) + 1
 
     def get(self, key: Hashable, build: Callable[[], pl.LazyFrame]) -> pl.LazyFrame:
-        readers = self.wanted.get(key, 0)
-        self.wanted[key] = max(readers - 1, 0)
-        frame = self.kept.get(key)
-        if frame is None:
-            if readers < 2:
-                return build()
-            frame = self.kept[key] = build().collect().lazy()
-        if not self.wanted[key]:
-            del self.kept[key]
-        return frame
+        with self.lock:
+            readers = self.wanted.get(key, 0)
+            self.wanted[key] = max(readers - 1, 0)
+            frame = self.kept.get(key)
+            if frame is None:
+                if readers < 2:
+                    return build()
+                frame = self.kept[key] = build().collect().lazy()
+            if not self.wanted[key]:
+                del self.kept[key]
+            return frame
 
 
 @dataclass
