@@ -12,7 +12,7 @@ from polars.testing import assert_frame_equal
 from pipeline.config import Config
 from pipeline.definitions import model as m
 from pipeline.rules import tree
-from pipeline.scoring import engine
+from pipeline.scoring import engine, records
 from pipeline.scoring.context import GroupContext
 from pipeline.scoring.sharing import SharedFrames, SharedMeasures, measure_key
 
@@ -180,3 +180,16 @@ def test_a_group_sharing_measured_rows_is_chained_after_the_first_with_that_meas
     names = [r.groups[0] for r in engine.score_each(LINES, [a, b, c], AS_OF, Config(),
                                                      workers=2)]
     assert sorted(names) == ["a", "c", "lines 2"]
+
+
+def test_a_rule_on_the_line_alone_filters_lines_before_the_join_with_the_same_rows() -> None:
+    big = tree.Binary(">", tree.Name("currentLineItem", "qty"), tree.Literal(Decimal("1")))
+    t = target(60, "big lines", entity="LINEITEM", ttype="QUANTITY", rule=big)
+    g = group("big lines", gid=6, targets=(t,), periods=PERIODS)
+    ctx = GroupContext(g, AS_OF, Config(), LINES)
+    assert records.reads_only_the_line(t)
+    assert ("lines with their bills", "REGULAR") not in records.derived_frames(ctx, t)
+    early = records.regular_records(ctx, t, passing_only=True).filter(pl.col("_pass")).collect()
+    late = records.regular_records(ctx, t).filter(pl.col("_pass")).collect()
+    assert sorted(early.select("_k1", "_k2").rows()) == [("T1", 1), ("T4", 1)]  # qty 2 and 3
+    assert_frame_equal(early.sort("_k1", "_k2"), late.sort("_k1", "_k2"))

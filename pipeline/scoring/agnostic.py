@@ -23,7 +23,8 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
     """The target's counted regular records and returns, in time order (ties by record key)."""
     g = ctx.group
     target = g.targets[0]
-    reg = records.limit(records.regular_records(ctx, target), ctx).filter(pl.col("_pass"))
+    reg = records.regular_records(ctx, target, passing_only=True)
+    reg = records.limit(reg, ctx).filter(pl.col("_pass"))
     if g.start_date is not None:
         reg = reg.filter(pl.col("_date") >= pl.lit(g.start_date))
     if g.end_date is not None:

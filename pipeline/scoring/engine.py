@@ -258,7 +258,9 @@ class Layout:
 
 def _qualifying(ctx: GroupContext) -> dict[int, pl.LazyFrame]:
     return {
-        t.target_id: records.limit(records.regular_records(ctx, t), ctx).filter(pl.col("_pass"))
+        t.target_id: records.limit(records.regular_records(ctx, t, passing_only=True), ctx).filter(
+            pl.col("_pass")
+        )
         for t in ctx.group.targets
     }
 
