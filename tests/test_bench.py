@@ -76,6 +76,21 @@ def test_a_second_bench_reuses_the_data_and_prints_the_table(figures, data):
     assert alone == [["Every", "5", "Visits"], ["Baseline", "Monthly", "Sales"]]
 
 
+def test_the_engine_on_the_baseline_groups_in_customer_shards_still_agrees(data, monkeypatch):
+    """Above BASELINE_SHARD_TRANSACTIONS the stage reads and scores shard by shard (at 50M the
+    whole table would not fit in memory); the answer must not change."""
+    monkeypatch.setattr(bench, "BASELINE_SHARD_TRANSACTIONS", 1_000)
+    result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data),
+                                       "--groups", "Baseline Monthly Sales",
+                                       "--groups", "Baseline Monthly Sales Streak",
+                                       "--reference-share", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["baseline_agrees"] is True
+    stage = next(s for s in figures["stages"] if s["stage"] == "engine on the baseline groups")
+    assert "3 customer shards" in stage["note"]
+
+
 def test_an_unknown_group_is_a_usage_error(data):
     result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data),
                                        "--groups", "No Such Group"])

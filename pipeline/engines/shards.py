@@ -26,7 +26,14 @@ SHARED = ("stores",)
 LINKS = "_milestones_shard_links"
 MEASURED = ("transactions", "line_items", "events", "points")
 
-__all__ = ["customer_links", "export_shards", "read_shard", "record_count", "shard_count"]
+__all__ = [
+    "customer_links",
+    "export_shards",
+    "read_shard",
+    "record_count",
+    "shard_count",
+    "sharded_select",
+]
 
 
 def shard_count(records: int, threads: int, per_shard: int) -> int:
@@ -63,7 +70,7 @@ def export_shards(con: duckdb.DuckDBPyConnection, root: Path, count: int) -> dic
                 con.execute(f"COPY {quote_ident(name)} TO {target} (FORMAT parquet)")
                 continue
             con.execute(
-                f"COPY ({_sharded_select(name, links is not None)}) TO {target} "
+                f"COPY ({sharded_select(name, links is not None)}) TO {target} "
                 f"(FORMAT parquet, PARTITION_BY ({SHARD}))",
                 {"n": count},
             )
@@ -108,7 +115,7 @@ def customer_links(con: duckdb.DuckDBPyConnection, schema: pl.Schema) -> pl.Data
     )
 
 
-def _sharded_select(table: str, linked: bool) -> str:
+def sharded_select(table: str, linked: bool) -> str:
     """The export's rows with their shard number ``$n`` (a hash of the owning customer)."""
     if table == "line_items":
         # Line items carry no customer: their transaction's. An orphan line goes to shard 0.

@@ -545,14 +545,53 @@ def _baselines(con: duckdb.DuckDBPyConnection, by_name: Mapping[str, m.Group], a
     txns = int(con.sql("SELECT count(*) FROM transactions").fetchall()[0][0])
     with meter.stage("SQL baseline (DuckDB)", txns, "monthly sales + streak"):
         windows, streaks = sql_baseline(con, group, streak, as_of, config.timezone)
-    with meter.stage("engine on the baseline groups", txns, "reads only what they need"):
-        sources = _sources(con, ("transactions", "stores", "enrolments"))
-        from pipeline.scoring.engine import score
+    count = math.ceil(txns / BASELINE_SHARD_TRANSACTIONS)
+    note = "reads only what they need" + (f", {count} customer shards" if count > 1 else "")
+    with meter.stage("engine on the baseline groups", txns, note):
+        from pipeline.scoring.engine import merge_results, score
 
-        scored = score(sources, [group, streak], as_of, config)
+        scored = merge_results(
+            score(sources, [group, streak], as_of, config)
+            for sources in _baseline_sources(con, count)
+        )
     result.figures["baseline_agrees"] = _agree(windows, streaks, scored, group, streak)
     if not result.figures["baseline_agrees"]:
         result.notes.append("the SQL baseline and the engine disagree on the baseline groups")
+
+
+# Transactions the engine-on-the-baseline stage reads into memory at once: at 10M that peaks near
+# 7 GiB; above it, it reads and scores customer shards one after another (as the run does).
+BASELINE_SHARD_TRANSACTIONS = 12_000_000
+
+
+def _baseline_sources(
+    con: duckdb.DuckDBPyConnection, count: int
+) -> Iterator[dict[str, pl.LazyFrame]]:
+    """What the baseline groups read (transactions, stores, enrolments), whole or in `count`
+    customer shards (a return and its parent bill of another customer kept together)."""
+    tables = ("transactions", "stores", "enrolments")
+    if count <= 1:
+        yield _sources(con, tables)
+        return
+    from pipeline.engines import shards
+
+    schema = pl.from_arrow(con.sql("SELECT * FROM transactions LIMIT 0").to_arrow_table())
+    links = shards.customer_links(con, schema.schema)  # type: ignore[union-attr]
+    if links is not None:
+        con.register(shards.LINKS, links)
+    try:
+        select = shards.sharded_select("transactions", links is not None)
+        for k in range(count):
+            sources = _sources(con, ("stores", "enrolments"))
+            arrow = con.sql(
+                f"SELECT * EXCLUDE ({shards.SHARD}) FROM ({select}) WHERE {shards.SHARD} = $k",
+                params={"n": count, "k": k},
+            ).to_arrow_table()
+            sources["transactions"] = pl.from_arrow(arrow).lazy()  # type: ignore[union-attr]
+            yield sources
+    finally:
+        if links is not None:
+            con.unregister(shards.LINKS)
 
 
 def _sources(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> dict[str, pl.LazyFrame]:
