@@ -9,9 +9,8 @@ is recorded in `ScoreResult.failures` and the other groups still run.
 from __future__ import annotations
 
 import os
-from collections import deque
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from datetime import date
 
@@ -125,13 +124,15 @@ def _scored(
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="milestones-score")
     try:
-        pending: deque[Future[list[tuple[int, ScoreResult]]]] = deque()
+        pending: set[Future[list[tuple[int, ScoreResult]]]] = set()
         for chain in chains:
-            pending.append(pool.submit(run_chain, chain))
             if len(pending) >= workers:  # at most `workers` chains in flight
-                yield from pending.popleft().result()
-        while pending:
-            yield from pending.popleft().result()
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:  # whichever finished: a long chain holds no thread idle
+                    yield from future.result()
+            pending.add(pool.submit(run_chain, chain))
+        for future in as_completed(pending):
+            yield from future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
