@@ -167,15 +167,21 @@ def test_exit_3_when_a_group_fails_and_the_others_are_committed(cli: Cli) -> Non
     assert row["error"].startswith("Broken colours: ")
 
 
-def test_exit_4_while_another_run_holds_the_database(cli: Cli) -> None:
-    env = {**os.environ, runs.PAUSE_ENV: "2"}
+def _paused_run(cli: Cli, step: int) -> subprocess.Popen[str]:
+    """`run` in a child process that stops after `step` until it reads a line (runs.PAUSE_ENV)."""
     cmd = [sys.executable, "-m", "pipeline", "--db", str(cli.db), "run", "--as-of", "2026-11-20",
            "--group", "Spend 100"]
-    with subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as holder:
-        assert holder.stderr is not None
+    child = subprocess.Popen(cmd, env={**os.environ, runs.PAUSE_ENV: str(step)}, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    assert f"paused after step {step}" in child.stderr.readline()
+    return child
+
+
+def test_exit_4_while_another_run_holds_the_database(cli: Cli) -> None:
+    with _paused_run(cli, 2) as holder:
         try:
-            assert "paused after step 2" in holder.stderr.readline()
             result = cli("run", "--as-of", "2026-11-20", "--group", "Spend 100")
         finally:
             out, err = holder.communicate("go\n", timeout=120)
@@ -190,13 +196,7 @@ def test_exit_4_while_another_run_holds_the_database(cli: Cli) -> None:
 
 def test_sigterm_inside_the_transaction_rolls_back_records_failed_and_exits_143(cli: Cli) -> None:
     """What Airflow does to a task it times out: the run unwinds, nothing is half-written."""
-    env = {**os.environ, runs.PAUSE_ENV: "7"}
-    cmd = [sys.executable, "-m", "pipeline", "--db", str(cli.db), "run", "--as-of", "2026-11-20",
-           "--group", "Spend 100"]
-    with subprocess.Popen(cmd, env=env, text=True, stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
-        assert run.stderr is not None
-        assert "paused after step 7" in run.stderr.readline()
+    with _paused_run(cli, 7) as run:
         run.terminate()
         _, err = run.communicate(timeout=120)
     assert run.returncode == 143
