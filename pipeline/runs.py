@@ -332,6 +332,10 @@ def run(
                 con, run_id, groups, request, as_of, out_dir, fmt, engine, config, clock, say
             )
         except BaseException as exc:
+            if _committed(con, run_id):
+                # Stopped (a SIGTERM, Ctrl-C) after its COMMIT: the run is done and its files
+                # are complete in `tmp`; the next run's `heal` publishes them.
+                raise
             _record_failure(con, run_id, exc, clock())
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -556,6 +560,16 @@ def _names_sql(groups: Sequence[Group]) -> str:
 
 def _rows(con: duckdb.DuckDBPyConnection, query: str) -> int:
     return int(con.sql(f"SELECT count(*) FROM ({query})").fetchall()[0][0])
+
+
+def _committed(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    """Whether the run's transaction committed (its run_outputs row exists)."""
+    with contextlib.suppress(duckdb.Error):
+        return bool(
+            con.sql("SELECT count(*) FROM run_outputs WHERE run_id = $id",
+                    params={"id": run_id}).fetchall()[0][0]
+        )
+    return False
 
 
 def _record_failure(

@@ -200,7 +200,7 @@ def test_sigterm_inside_the_transaction_rolls_back_records_failed_and_exits_143(
         run.terminate()
         _, err = run.communicate(timeout=120)
     assert run.returncode == 143
-    assert err.splitlines()[-1].startswith("Error: stopped by SIGTERM; nothing was committed")
+    assert err.splitlines()[-1].startswith("Error: stopped by SIGTERM; a run is all or nothing")
     assert "Traceback" not in err
     history = cli.ok("runs").output
     assert "FAILED" in history and "stopped by SIGTERM" in history
@@ -209,6 +209,24 @@ def test_sigterm_inside_the_transaction_rolls_back_records_failed_and_exits_143(
     assert not rewards.exists() or not list(rewards.iterdir())
     cli.ok("run", "--as-of", "2026-11-20", "--group", "Spend 100")
     issued = [row for f in sorted(rewards.iterdir()) for row in awards(f)]
+    assert issued == [("TARGET_ACHIEVED", "spend", "7", "NOV-A")]
+
+
+def test_sigterm_after_the_commit_keeps_the_run_and_the_next_run_publishes_its_files(
+    cli: Cli,
+) -> None:
+    """Between COMMIT and the rename the run is done: a SIGTERM must neither mark it FAILED nor
+    delete the files its committed ledger rows describe."""
+    with _paused_run(cli, 9) as run:
+        run.terminate()
+        _, err = run.communicate(timeout=120)
+    assert run.returncode == 143, err
+    row = json.loads(cli.ok("runs", "--json").output.splitlines()[0])
+    assert row["status"] == "SUCCEEDED"
+    rerun = cli.ok("run", "--as-of", "2026-11-20", "--group", "Spend 100")
+    assert "published the files of run" in rerun.output
+    folders = sorted((cli.root / "rewards").iterdir())
+    issued = [row for f in folders for row in awards(f)]
     assert issued == [("TARGET_ACHIEVED", "spend", "7", "NOV-A")]
 
 

@@ -45,8 +45,8 @@ class Terminated(SystemExit):
     workspace. Exit code 143, as a shell reports a SIGTERM."""
 
     message = (
-        "stopped by SIGTERM; nothing was committed (a run was rolled back and marked FAILED), "
-        "so the same command can simply be run again"
+        "stopped by SIGTERM; a run is all or nothing (rolled back and marked FAILED, or "
+        "committed), so the same command can simply be run again"
     )
 
     def __init__(self) -> None:
