@@ -220,7 +220,7 @@ def scratch_folder(con: duckdb.DuckDBPyConnection, kind: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-", dir=_db_folder(con)))
 
 
-def _settle_session(con: duckdb.DuckDBPyConnection) -> None:
+def settle_session(con: duckdb.DuckDBPyConnection) -> None:
     """Bound DuckDB's memory, so that it spills big joins and inserts to disk instead of
     competing with the scoring for RAM, and read instants back in UTC whatever the machine's
     zone (the run files carry UTC instants).
@@ -359,7 +359,7 @@ def _score_and_commit(
     say: Callable[[str], None],
 ) -> RunOutcome:
     rows_in = {name: _count(con, name) for name in SOURCE_TABLES}
-    _settle_session(con)
+    settle_session(con)
     staging = Staging(scratch_folder(con, "stage"), groups)
     try:
         with engine.inputs(con) as inputs:

@@ -587,14 +587,14 @@ def test_duckdb_memory_for_a_run_follows_the_operators_setting(
 ) -> None:
     con = duckdb.connect()
     monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "1500MB")
-    runs._settle_session(con)
+    runs.settle_session(con)
     assert con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0] == "1.3 GiB"
     assert con.sql("SELECT current_setting('TimeZone')").fetchall()[0][0] == "UTC"
     monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "lots")
     with pytest.raises(UsageError, match="MILESTONES_DUCKDB_MEMORY='lots'"):
-        runs._settle_session(con)
+        runs.settle_session(con)
     monkeypatch.delenv(runs.DUCKDB_MEMORY_ENV)
-    runs._settle_session(con)  # the default: a share of the machine's memory, at least 1 GiB
+    runs.settle_session(con)  # the default: a share of the machine's memory, at least 1 GiB
     assert "GiB" in con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
 
 
@@ -608,13 +608,13 @@ def test_duckdb_gets_room_for_the_ledger_index_of_a_big_run(
 
     monkeypatch.delenv(runs.DUCKDB_MEMORY_ENV, raising=False)
     con = duckdb.connect()
-    runs._settle_session(con)
+    runs.settle_session(con)
     base = limit(con)
     runs._room_for_ledger(con, 10)  # a few rewards: nothing to add
     assert limit(con) == base
     runs._room_for_ledger(con, 8_000_000)  # ~1.2 GiB of keys on top
     assert limit(con) > base + 1.0
     monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "1500MB")
-    runs._settle_session(con)
+    runs.settle_session(con)
     runs._room_for_ledger(con, 20_000_000)  # the operator's limit stays
     assert limit(con) == pytest.approx(1.3, abs=0.1)

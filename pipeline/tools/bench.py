@@ -261,6 +261,9 @@ def run_bench(opts: BenchOptions, progress: Progress | None = None) -> BenchResu
         if outcome.failures:
             result.notes.append(f"groups failed in the run: {outcome.failures}")
         with ws.connect(read_only=True) as con:
+            # DuckDB's default (80% of RAM) on top of the floor's frames ran a 50M bench out of
+            # memory in a self-join; bound it as the run does, so big joins spill.
+            runs.settle_session(con)
             groups = registry.load_groups(con, list(selected), config=config)
             con.complete()
             _floor(con, groups, records, meter)
