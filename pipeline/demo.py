@@ -23,7 +23,7 @@ from pipeline.loading import load_exports
 from pipeline.tools.report import write_report
 from pipeline.workspace import Workspace
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parent / "data"
 AS_OF = date(2026, 11, 22)
 DB_NAME = "milestones.duckdb"
 REPORT_NAME = "report.html"

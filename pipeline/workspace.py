@@ -22,7 +22,7 @@ import duckdb
 from pipeline.config import Config, load_config
 from pipeline.errors import DatabaseBusyError, InputError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
 DEFAULT_DB = Path("milestones.duckdb")
 CONFIG_NAME = "milestones.toml"
 
