@@ -215,3 +215,27 @@ def test_block_extremes_packed_running_extreme_equals_the_window_function_form(
     by_over = measures._block_extremes_by_window_functions(blocks, kind)
     assert packed.equals(by_over)
     assert packed["_contrib"].null_count() == 0
+
+
+@pytest.mark.parametrize("kind", ["int", "wide", "micro"])
+def test_sort_records_with_a_column_subset_unpacks_customer_window_and_instant(kind: str) -> None:
+    frame = _records(400, 5, wide=kind in ("wide", "micro"), micro=kind == "micro")
+    wanted = ["_contrib", *KEYS, "_ts"]
+    got = measures.sort_records(frame, wanted)
+    want = frame.sort(measures.ORDER)
+    assert got.columns == wanted
+    assert got.schema == frame.select(wanted).schema
+    # Equal ORDER rows may swap, but the contributions they carry must follow them.
+    assert got.select(*KEYS, "_ts").equals(want.select(*KEYS, "_ts"))
+    assert got.sort(wanted).equals(want.select(wanted).sort(wanted))
+
+
+def test_sort_records_keeps_the_dtypes_it_unpacks() -> None:
+    frame = _records(200, 6).with_columns(
+        pl.col("_cust").cast(pl.UInt32),
+        pl.col("_win").cast(pl.Int64),
+        pl.col("_ts").cast(pl.Datetime("ms", "UTC")),
+    )
+    got = measures.sort_records(frame)
+    assert got.schema == frame.schema
+    assert got.select(measures.ORDER).equals(frame.sort(measures.ORDER).select(measures.ORDER))

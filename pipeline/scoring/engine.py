@@ -371,8 +371,11 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         counted = counted.join(
             plan.layout.windows.select(*keys, "start_date"), on=keys, how="inner"
         )
-    contribs, in_order = measures.contributions(counted.collect(), target)
-    if records.has_returns(ctx, target):
+    with_returns = records.has_returns(ctx, target)
+    contribs, in_order = measures.contributions(
+        counted.collect(), target, record_keys=with_returns
+    )
+    if with_returns:
         rets = records.limit(records.return_records(ctx, target), ctx)
         placed = returns.placed_returns(
             ctx,
