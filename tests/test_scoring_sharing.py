@@ -193,3 +193,24 @@ def test_a_rule_on_the_line_alone_filters_lines_before_the_join_with_the_same_ro
     late = records.regular_records(ctx, t).filter(pl.col("_pass")).collect()
     assert sorted(early.select("_k1", "_k2").rows()) == [("T1", 1), ("T4", 1)]  # qty 2 and 3
     assert_frame_equal(early.sort("_k1", "_k2"), late.sort("_k1", "_k2"))
+
+
+def test_a_rule_on_the_line_alone_filters_returned_lines_before_the_join_too() -> None:
+    """A returned line counts only when its rule holds (known parent: `_rule`; no parent:
+    `_pass`), so the lines whose rule fails may go before the join."""
+    big = tree.Binary(">", tree.Name("currentLineItem", "qty"), tree.Literal(Decimal("1")))
+    t = target(61, "big lines", entity="LINEITEM", ttype="QUANTITY", rule=big)
+    g = group("big lines", gid=7, targets=(t,), periods=PERIODS)
+    two_returned = sources(
+        transactions=RECORDS["transactions"].collect().to_dicts(),
+        line_items=[
+            *LINES["line_items"].collect().to_dicts(),
+            {"txn_id": "R1", "line_no": 2, "qty": Decimal("5"), "amount": Decimal("-50")},
+        ],
+    )
+    ctx = GroupContext(g, AS_OF, Config(), two_returned)
+    assert ("lines with their bills", "RETURN") not in records.derived_frames(ctx, t)
+    early = records.return_records(ctx, t, passing_only=True).collect()
+    late = records.return_records(ctx, t).collect()
+    assert late.height > late.filter(pl.col("_rule")).height > 0  # the rule drops some lines
+    assert_frame_equal(early.sort("_k1", "_k2"), late.filter(pl.col("_rule")).sort("_k1", "_k2"))

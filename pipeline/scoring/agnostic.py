@@ -35,7 +35,7 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
     )
     parts = [reg]
     if records.has_returns(ctx, target):
-        rets = records.limit(records.return_records(ctx, target), ctx)
+        rets = records.limit(records.return_records(ctx, target, passing_only=True), ctx)
         if g.start_date is not None:
             rets = rets.filter(pl.col("_date") >= pl.lit(g.start_date))
         if g.end_date is not None:

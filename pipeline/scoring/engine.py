@@ -376,7 +376,7 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         counted.collect(), target, record_keys=with_returns
     )
     if with_returns:
-        rets = records.limit(records.return_records(ctx, target), ctx)
+        rets = records.limit(records.return_records(ctx, target, passing_only=True), ctx)
         placed = returns.placed_returns(
             ctx,
             target.entity,

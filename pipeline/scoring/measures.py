@@ -19,7 +19,7 @@ from decimal import Decimal
 import polars as pl
 
 from pipeline.definitions.model import Target, TargetEntity, TargetType
-from pipeline.scoring.context import DEC, KEYS, sorted_cum_sum
+from pipeline.scoring.context import DEC, KEYS
 
 ORDER = ["_cust", "_win", "_ts", "_k1", "_k2"]
 CONTRIB_COLS = [*ORDER, "_contrib"]
@@ -270,23 +270,24 @@ def progress(
     opens = rows.select(_opens(KEYS)).to_series()
     windows = rows.filter(opens).select(KEYS)
     at = _base_rows_of(base, windows)  # per (customer, window) of records: its base row
-    seg = (opens.cast(pl.UInt32).cum_sum() - 1).alias("__seg")
-    # Target value and opening balance of each record's window, by position (no join).
-    rows = rows.with_columns(
-        seg,
-        base["target_value"].gather(at).gather(seg).alias("__tv"),
-        base["_balance"].gather(at).gather(seg).fill_null(0).alias("__bal"),
+    seg = opens.cast(pl.UInt32).cum_sum() - 1  # per record: its (customer, window) number
+    # Running value = balance + (global running sum - the sum before the window's first row).
+    # "running >= target" is then "global sum >= target + sum before - balance": one threshold
+    # per window, gathered to its records (their windows are in order, so the gather is
+    # sequential). About twice as fast as a restarting running sum plus two gathers per record.
+    contrib = rows["_contrib"]
+    total = contrib.cum_sum()
+    before = (total - contrib).filter(opens)
+    balance = base["_balance"].gather(at).fill_null(0)
+    threshold = base["target_value"].gather(at) + before - balance
+    hit = (total >= threshold.gather(seg)).fill_null(False)
+    first_hits = pl.DataFrame({"__seg": seg.filter(hit), "_ts": rows["_ts"].filter(hit)}).filter(
+        (pl.col("__seg") != pl.col("__seg").shift(1)).fill_null(True)
     )
-    measured = sorted_cum_sum(pl.col("_contrib"), ["__seg"])
-    rows = rows.with_columns((pl.col("__bal") + measured).alias("__running"))
-    hit = (pl.col("__running") >= pl.col("__tv")).fill_null(False)
-    first_hits = (
-        rows.filter(hit)
-        .select("__seg", "_ts")
-        .filter((pl.col("__seg") != pl.col("__seg").shift(1)).fill_null(True))
+    last = opens.shift(-1).fill_null(True)  # the row before the next window's first
+    lasts = pl.DataFrame(
+        {"__v": total.filter(last) - before + balance, "_ts": rows["_ts"].filter(last)}
     )
-    last = (pl.col("__seg") != pl.col("__seg").shift(-1)).fill_null(True)
-    lasts = rows.filter(last).select(pl.col("__running").alias("__v"), "_ts")
     s = windows.height
     reached = pl.repeat(None, s, dtype=rows.schema["_ts"], eager=True)
     if first_hits.height:

@@ -105,8 +105,8 @@ def derived_frames(ctx: GroupContext, target: Target) -> list[tuple[str, ...]]:
     if target.entity is TargetEntity.LINEITEM:
         if not reads_only_the_line(target):  # else the lines are filtered before the join
             keys.append((LINES, "REGULAR"))
-        if returns:
-            keys.append((LINES, "RETURN"))
+            if returns:
+                keys.append((LINES, "RETURN"))
         return keys
     bill_event = (target.event_name or "").lower() if target.entity is TargetEntity.EVENT else ""
     reads_bills = target.entity is TargetEntity.TRANSACTION or bill_event in (
@@ -397,11 +397,15 @@ def has_returns(ctx: GroupContext, target: Target) -> bool:
     )
 
 
-def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
+def return_records(
+    ctx: GroupContext, target: Target, *, passing_only: bool = False
+) -> pl.LazyFrame:
     """Return transactions (TRANSACTION) or returned lines (LINEITEM) with what they take away.
 
     ``_parent`` is set only when the original bill is a known regular transaction; ``_pass`` is
     the rule and filters applied to the return itself (used only without a known parent).
+    `passing_only`: as for `regular_records`, returned lines whose line-only rule fails are
+    dropped before the join (a returned line counts only when its rule holds, parent or not).
     """
     if target.entity is TargetEntity.TRANSACTION:
         t = _transactions(ctx).filter(pl.col("type") == "RETURN")
@@ -419,7 +423,8 @@ def return_records(ctx: GroupContext, target: Target) -> pl.LazyFrame:
             _txn_attr(target, True).fill_null(0).alias("_red"),
         )
     else:
-        frame = _line_frame(ctx, "RETURN", target)
+        early = _line_only_rule(ctx, target) if passing_only else None
+        frame = _line_frame(ctx, "RETURN", target, early)
         resolver = Resolver(
             ctx, target, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE
         )
