@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -214,3 +215,16 @@ def test_a_rule_on_the_line_alone_filters_returned_lines_before_the_join_too() -
     late = records.return_records(ctx, t).collect()
     assert late.height > late.filter(pl.col("_rule")).height > 0  # the rule drops some lines
     assert_frame_equal(early.sort("_k1", "_k2"), late.filter(pl.col("_rule")).sort("_k1", "_k2"))
+
+
+def test_with_two_threads_the_dearest_groups_start_first() -> None:
+    """Longest first: the chain scored last is a cheap one, so no thread idles long at the
+    end. Costs are rough (records read, per-customer windows); only their order matters."""
+    cheap = line_group(1, "COUNT", "2")
+    cheap = replace(cheap, targets=tuple(replace(t, entity=m.TargetEntity.EVENT,
+                                                 event_name="AppOpen") for t in cheap.targets))
+    lines = line_group(2, "SALES", "100")
+    three = replace(spend(3, "three"), targets=(*spend(3, "three").targets,
+                                                *line_group(4, "SALES", "1").targets))
+    costs = {g.name: engine._estimated_cost(g) for g in (cheap, lines, three)}
+    assert costs[cheap.name] < costs[lines.name] < costs[three.name]
