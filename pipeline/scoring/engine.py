@@ -437,6 +437,9 @@ class GroupPlan:
 def group_plan(ctx: GroupContext) -> GroupPlan:
     """Windows, counted records per target and base rows, shared by the group's targets."""
     qualifying = _qualifying(ctx)
+    if ctx.group.evaluation_type is EvaluationType.CYCLIC:
+        # Read twice, by the cycles' anchors and by `assign`: computed once.
+        qualifying = {tid: q.collect().lazy() for tid, q in qualifying.items()}
     lay = layout(ctx, qualifying)
     # Materialise what every target reuses: a lazy `.cache()` only dedupes inside one query,
     # and each target is its own `collect`, so the shared plans would run once per target.
