@@ -18,7 +18,6 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.scoring import measures
-from pipeline.scoring.context import sorted_cum_sum
 
 DECIMAL = pl.Decimal(38, 4)
 KEYS = ("customer_id", "period_index")
@@ -73,10 +72,13 @@ def capping_tables(
     cap_of_window = caps["cap"].cast(DECIMAL).gather(at)
     cap = pl.when(pl.col("cap") < 0).then(pl.lit(0).cast(DECIMAL)).otherwise(pl.col("cap"))
     points = pl.col("points")
+    # Running sum per window: the global running sum minus the sum before the window's first
+    # row (one gather per row; no restarting sum over millions of short windows).
+    total = rows["points"].cum_sum()
+    after = total - (total - rows["points"]).filter(opens_s).gather(seg)
     rows = (
         rows.lazy()
-        .with_columns(__seg=seg, cap=cap_of_window.gather(seg))
-        .with_columns(_after=sorted_cum_sum(points, ["__seg"]))
+        .with_columns(__seg=seg, cap=cap_of_window.gather(seg), _after=after)
         .with_columns(_before=pl.col("_after") - points, _cap=cap)
         .with_columns(
             # min_horizontal skips a null cap, so an uncapped window allows everything.
