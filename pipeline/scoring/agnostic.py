@@ -19,8 +19,9 @@ from pipeline.scoring.results import TARGET_PROGRESS, GroupScore
 ORDER = ["_cust", "_ts", "_k1", "_k2"]
 
 
-def _stream(ctx: GroupContext) -> pl.DataFrame:
-    """The target's counted regular records and returns, in time order (ties by record key)."""
+def _stream(ctx: GroupContext, columns: list[str] | None = None) -> pl.DataFrame:
+    """The target's counted regular records and returns, in time order (ties by record key),
+    with only `columns` when given (the sort then moves no text key it need not)."""
     g = ctx.group
     target = g.targets[0]
     reg = records.regular_records(ctx, target, passing_only=True)
@@ -61,8 +62,11 @@ def _stream(ctx: GroupContext) -> pl.DataFrame:
             )
     stream = pl.concat(parts, how="vertical_relaxed").collect()
     # One window for everyone: the engine's packed-key sort gives (customer, time, key) order.
-    stream = measures.sort_records(stream.with_columns(pl.lit(0, dtype=pl.Int32).alias("_win")))
-    return stream.drop("_win")
+    stream = measures.sort_records(
+        stream.with_columns(pl.lit(0, dtype=pl.Int32).alias("_win")),
+        [c for c in stream.columns if columns is None or c in columns],
+    )
+    return stream
 
 
 def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: bool) -> pl.Expr:
@@ -122,7 +126,9 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
     """`trace`, when given, receives each cycle's records (for `pipeline.scoring.trace`)."""
     g = ctx.group
     target = g.targets[0]
-    stream = _stream(ctx)
+    # What the cycles read: the contribution's column; `trace` shows every record's keys.
+    what = {TargetType.VISIT: "_date", TargetType.COUNT: "_bill"}.get(target.type, "_amount")
+    stream = _stream(ctx, None if trace is not None else ["_cust", "_ts", "_regular", what])
     contribution = _contribution(target.type, target.entity, False)
     remaining = stream
     # The balance joins the cycle open at enrolled_at: it is added at the customer's first record
