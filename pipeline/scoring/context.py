@@ -22,6 +22,7 @@ import polars as pl
 
 from pipeline.config import Config
 from pipeline.definitions.model import Group
+from pipeline.scoring import localtime
 
 if TYPE_CHECKING:
     from pipeline.scoring.sharing import SharedFrames
@@ -56,7 +57,7 @@ class GroupContext:
         return local.astimezone(ZoneInfo("UTC"))
 
     def local_date(self, ts: pl.Expr) -> pl.Expr:
-        return ts.dt.convert_time_zone(self.tz).dt.date()
+        return localtime.local_date(ts, self.tz)
 
     def local_naive(self, ts: pl.Expr) -> pl.Expr:
         return ts.dt.convert_time_zone(self.tz).dt.replace_time_zone(None)
