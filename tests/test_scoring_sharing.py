@@ -7,6 +7,7 @@ from datetime import date
 from decimal import Decimal
 
 import polars as pl
+import pytest
 from engine_helpers import group, periods, ret, sources, target, txn
 from polars.testing import assert_frame_equal
 
@@ -228,3 +229,30 @@ def test_with_two_threads_the_dearest_groups_start_first() -> None:
                                                 *line_group(4, "SALES", "1").targets))
     costs = {g.name: engine._estimated_cost(g) for g in (cheap, lines, three)}
     assert costs[cheap.name] < costs[lines.name] < costs[three.name]
+
+
+@pytest.mark.parametrize("evaluation", ["FIXED_CALENDAR_WINDOW", "CYCLIC_WINDOW"])
+def test_a_count_target_over_the_same_records_reads_them_once_with_the_same_scores(
+    evaluation: str,
+) -> None:
+    """COUNT reads no attribute, so it takes the SALES target's records (one frame, collected
+    once); each target still scores exactly as in a group of its own."""
+    count = target(2, "bills", ttype="COUNT", values=("2",))
+    sales = target(1, "spend", values=("100",))
+    kw = {"periods": PERIODS} if evaluation.startswith("FIXED") else {
+        "frequency_type": m.FrequencyType.MONTHLY, "frequency": 1, "recurring_cycles": 3}
+    both = group("both", gid=1, kind="UNIFIED", evaluation=evaluation, targets=(count, sales),
+                 **kw)
+    ctx = GroupContext(both, AS_OF, Config(), RECORDS)
+    qualifying = engine._qualifying(ctx)
+    assert qualifying[count.target_id] is qualifying[sales.target_id]
+    plan = engine.group_plan(ctx)
+    assert plan.counted[count.target_id] is plan.counted[sales.target_id]
+    together = engine.score(RECORDS, [both], AS_OF, Config()).tables["target_progress"]
+    for t, gid in ((count, 2), (sales, 3)):
+        alone = group("alone", gid=gid, evaluation=evaluation, targets=(t,), **kw)
+        theirs = engine.score(RECORDS, [alone], AS_OF, Config()).tables["target_progress"]
+        mine = together.filter(pl.col("target_id") == t.target_id)
+        assert mine.height == theirs.height > 0
+        assert_frame_equal(mine.drop("group_id").sort("customer_id", "period_index"),
+                           theirs.drop("group_id").sort("customer_id", "period_index"))

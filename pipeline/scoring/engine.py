@@ -9,7 +9,7 @@ is recorded in `ScoreResult.failures` and the other groups still run.
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from datetime import date
@@ -17,7 +17,14 @@ from datetime import date
 import polars as pl
 
 from pipeline.config import Config
-from pipeline.definitions.model import EvaluationType, Group, Target, TargetEntity, TrackingType
+from pipeline.definitions.model import (
+    EvaluationType,
+    Group,
+    Target,
+    TargetEntity,
+    TargetType,
+    TrackingType,
+)
 from pipeline.errors import MilestonesError
 from pipeline.scoring import enrolment, kinds, measures, records, returns, windows
 from pipeline.scoring.agnostic import score_agnostic
@@ -275,12 +282,45 @@ class Layout:
 
 
 def _qualifying(ctx: GroupContext) -> dict[int, pl.LazyFrame]:
-    return {
-        t.target_id: records.limit(records.regular_records(ctx, t, passing_only=True), ctx).filter(
-            pl.col("_pass")
-        )
-        for t in ctx.group.targets
-    }
+    """Each target's qualifying regular records. Targets over the same records (entity, event,
+    rule, filters) that do not read the measured attribute (COUNT, VISIT) take the frame of one
+    that does, the same object, so it is read and collected once ("spend 500 and 5 bills")."""
+    providers: dict[Hashable, Target] = {}
+    for t in ctx.group.targets:
+        key = _records_key(t)
+        if key not in providers or (_reads_attr(t) and not _reads_attr(providers[key])):
+            providers[key] = t
+    frames: dict[int, pl.LazyFrame] = {}
+    for t in sorted(ctx.group.targets, key=lambda t: providers[_records_key(t)] is not t):
+        provider = providers[_records_key(t)]
+        if provider is not t and not _reads_attr(t):
+            frames[t.target_id] = frames[provider.target_id]
+            continue
+        frames[t.target_id] = records.limit(
+            records.regular_records(ctx, t, passing_only=True), ctx
+        ).filter(pl.col("_pass"))
+    return {t.target_id: frames[t.target_id] for t in ctx.group.targets}
+
+
+def _collect_each(
+    frames: dict[int, pl.LazyFrame], plan: Callable[[pl.LazyFrame], pl.LazyFrame]
+) -> dict[int, pl.LazyFrame]:
+    """`plan(frame)` collected for each target; targets sharing a frame share the result."""
+    done: dict[int, pl.LazyFrame] = {}
+    for frame in frames.values():
+        if id(frame) not in done:
+            done[id(frame)] = plan(frame).collect().lazy()
+    return {tid: done[id(frame)] for tid, frame in frames.items()}
+
+
+def _records_key(target: Target) -> Hashable:
+    return (target.entity, target.event_name, target.rule, target.filters)
+
+
+def _reads_attr(target: Target) -> bool:
+    """Whether the target's measure reads ``_attr`` (COUNT and VISIT count records or dates)."""
+    plain = target.type in (TargetType.COUNT, TargetType.VISIT)
+    return not (plain and target.extended_field is None)
 
 
 def layout(ctx: GroupContext, qualifying: dict[int, pl.LazyFrame]) -> Layout:
@@ -332,7 +372,8 @@ def base_rows(ctx: GroupContext, lay: Layout, counted: dict[int, pl.LazyFrame]) 
         custs = enrolment.customers(ctx).select("_cust")
     else:
         # TRANSACTION: every customer with a counted record for any target (SPEC §7).
-        custs = pl.concat([c.select("_cust") for c in counted.values()]).unique()
+        distinct = {id(c): c for c in counted.values()}.values()  # targets may share a frame
+        custs = pl.concat([c.select("_cust") for c in distinct]).unique()
     # Customers in order, so the grid comes out in (customer, window) order, the order
     # `measures.progress` finds rows in by a merge on sorted keys.
     rows = custs.sort("_cust").join(
@@ -439,7 +480,7 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
     qualifying = _qualifying(ctx)
     if ctx.group.evaluation_type is EvaluationType.CYCLIC:
         # Read twice, by the cycles' anchors and by `assign`: computed once.
-        qualifying = {tid: q.collect().lazy() for tid, q in qualifying.items()}
+        qualifying = _collect_each(qualifying, lambda q: q)
     lay = layout(ctx, qualifying)
     # Materialise what every target reuses: a lazy `.cache()` only dedupes inside one query,
     # and each target is its own `collect`, so the shared plans would run once per target.
@@ -454,7 +495,7 @@ def group_plan(ctx: GroupContext) -> GroupPlan:
             .collect()
             .lazy()
         )
-    counted = {tid: lay.assign(q, ctx).collect().lazy() for tid, q in qualifying.items()}
+    counted = _collect_each(qualifying, lambda q: lay.assign(q, ctx))
     return GroupPlan(
         layout=lay,
         counted=counted,
