@@ -285,20 +285,18 @@ def _qualifying(ctx: GroupContext) -> dict[int, pl.LazyFrame]:
     """Each target's qualifying regular records. Targets over the same records (entity, event,
     rule, filters) that do not read the measured attribute (COUNT, VISIT) take the frame of one
     that does, the same object, so it is read and collected once ("spend 500 and 5 bills")."""
-    providers: dict[Hashable, Target] = {}
-    for t in ctx.group.targets:
-        key = _records_key(t)
-        if key not in providers or (_reads_attr(t) and not _reads_attr(providers[key])):
-            providers[key] = t
     frames: dict[int, pl.LazyFrame] = {}
-    for t in sorted(ctx.group.targets, key=lambda t: providers[_records_key(t)] is not t):
-        provider = providers[_records_key(t)]
-        if provider is not t and not _reads_attr(t):
-            frames[t.target_id] = frames[provider.target_id]
+    by_records: dict[Hashable, pl.LazyFrame] = {}
+    # Targets that read the attribute first: a COUNT or VISIT target then finds their frame.
+    for t in sorted(ctx.group.targets, key=lambda t: not _reads_attr(t)):
+        key = _records_key(t)
+        if not _reads_attr(t) and key in by_records:
+            frames[t.target_id] = by_records[key]
             continue
         frames[t.target_id] = records.limit(
             records.regular_records(ctx, t, passing_only=True), ctx
         ).filter(pl.col("_pass"))
+        by_records.setdefault(key, frames[t.target_id])
     return {t.target_id: frames[t.target_id] for t in ctx.group.targets}
 
 
