@@ -256,3 +256,24 @@ def test_a_count_target_over_the_same_records_reads_them_once_with_the_same_scor
         assert mine.height == theirs.height > 0
         assert_frame_equal(mine.drop("group_id").sort("customer_id", "period_index"),
                            theirs.drop("group_id").sort("customer_id", "period_index"))
+
+
+def test_bills_that_all_carry_qty_are_not_joined_to_their_lines() -> None:
+    """QUANTITY of a bill falls back to its lines only when the bill lacks `qty`: when every
+    bill carries it the lines are never summed, and the values are the bills' own."""
+    t = target(70, "items", ttype="QUANTITY", values=("3",))
+    g = group("items", gid=70, targets=(t,), periods=PERIODS)
+    lines = [{"txn_id": "B1", "line_no": 1, "qty": Decimal("9"), "amount": Decimal("10")}]
+    bills = [txn("B1", 1, "2024-01-03T10:00:00", "10", qty=Decimal("2")),
+             txn("B2", 1, "2024-01-04T10:00:00", "10", qty=Decimal("2"))]
+    all_carry = sources(transactions=bills, line_items=lines)
+    ctx = GroupContext(g, AS_OF, Config(), all_carry)
+    assert ("line quantity per bill",) not in records.derived_frames(ctx, t)
+    got = engine.score(all_carry, [g], AS_OF, Config()).tables["target_progress"]
+    assert got.filter(pl.col("period_index") == 1)["value"].to_list() == [Decimal("4")]
+
+    one_lacks = sources(transactions=[bills[0] | {"qty": None}, bills[1]], line_items=lines)
+    ctx = GroupContext(g, AS_OF, Config(), one_lacks)
+    assert ("line quantity per bill",) in records.derived_frames(ctx, t)
+    got = engine.score(one_lacks, [g], AS_OF, Config()).tables["target_progress"]
+    assert got.filter(pl.col("period_index") == 1)["value"].to_list() == [Decimal("11")]

@@ -98,6 +98,25 @@ def _line_qty_per_bill(ctx: GroupContext) -> pl.LazyFrame:
     )
 
 
+def _with_line_qty(ctx: GroupContext, bills: pl.LazyFrame) -> pl.LazyFrame:
+    """`bills` with ``__line_qty``, the quantity of their lines, which QUANTITY falls back to
+    for a bill without its own ``qty`` (SPEC §6.1).
+
+    Why the check: summing millions of lines by a text bill id and joining the sums back costs
+    more than the rest of the target, and is wasted when every bill carries its quantity (one
+    scan of one column says so)."""
+    if not _some_bill_lacks_qty(ctx):
+        return bills.with_columns(pl.lit(None, dtype=DEC).alias("__line_qty"))
+    return bills.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
+
+
+def _some_bill_lacks_qty(ctx: GroupContext) -> bool:
+    t = ctx.source("transactions")
+    if "qty" not in t.collect_schema().names():
+        return True
+    return bool(t.select(pl.col("qty").is_null().any()).collect().item())
+
+
 def derived_frames(ctx: GroupContext, target: Target) -> list[tuple[str, ...]]:
     """The `ctx.derived` keys that scoring `target` reads (`engine.plan_sharing` counts them)."""
     keys: list[tuple[str, ...]] = []
@@ -113,7 +132,7 @@ def derived_frames(ctx: GroupContext, target: Target) -> list[tuple[str, ...]]:
         "transactionadd",
         "returnbill",
     )
-    if reads_bills and target.type is TargetType.QUANTITY:
+    if reads_bills and target.type is TargetType.QUANTITY and _some_bill_lacks_qty(ctx):
         keys.extend([(LINE_QTY,)] * (2 if returns else 1))
     return keys
 
@@ -237,7 +256,7 @@ def regular_records(
         want = "RETURN" if bill_event == "returnbill" else "REGULAR"
         t = _transactions(ctx).filter(pl.col("type") == want)
         if target.type is TargetType.QUANTITY:
-            t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
+            t = _with_line_qty(ctx, t)
         if entity is TargetEntity.EVENT:
             t = t.with_columns(
                 pl.lit(target.event_name).alias("event_name"),
@@ -410,7 +429,7 @@ def return_records(
     if target.entity is TargetEntity.TRANSACTION:
         t = _transactions(ctx).filter(pl.col("type") == "RETURN")
         if target.type is TargetType.QUANTITY:
-            t = t.join(_line_qty_per_bill(ctx), on="txn_id", how="left")
+            t = _with_line_qty(ctx, t)
         frame = _with_store(t, ctx, target=target)
         resolver = Resolver(ctx, target, frame, currentTxn="", currentStore=STORE)
         out = frame.select(
