@@ -203,9 +203,14 @@ def sort_records(frame: pl.DataFrame, columns: list[str] | None = None) -> pl.Da
     tied = out.select(((k == k.shift(1)) | (k == k.shift(-1))).fill_null(False)).to_series()
     if tied.any():
         at = tied.arg_true()
-        sub = frame[out["__row"].gather(at)].select("_k1", "_k2", __key=out["__key"].gather(at))
+        rows = out["__row"].gather(at)
+        sub = frame.select("_k1", "_k2")[rows].with_columns(__key=out["__key"].gather(at))
         # Row i of the tied block takes the tied row that ranks i-th by the full key.
-        rank = sub.select(pl.int_range(pl.len(), dtype=pl.UInt32).sort_by("__key", "_k1", "_k2"))
+        rank = sub.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).sort_by(
+                "__key", "_k1", "_k2", multithreaded=False
+            )
+        )
         order = pl.int_range(out.height, dtype=pl.UInt32, eager=True).scatter(
             at, at.gather(rank.to_series())
         )
