@@ -62,11 +62,10 @@ def _stream(ctx: GroupContext, columns: list[str] | None = None) -> pl.DataFrame
             )
     stream = pl.concat(parts, how="vertical_relaxed").collect()
     # One window for everyone: the engine's packed-key sort gives (customer, time, key) order.
-    stream = measures.sort_records(
+    return measures.sort_records(
         stream.with_columns(pl.lit(0, dtype=pl.Int32).alias("_win")),
         [c for c in stream.columns if columns is None or c in columns],
     )
-    return stream
 
 
 def _contribution(target_type: TargetType, entity: TargetEntity, ext_window: bool) -> pl.Expr:
@@ -126,10 +125,11 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
     """`trace`, when given, receives each cycle's records (for `pipeline.scoring.trace`)."""
     g = ctx.group
     target = g.targets[0]
-    # What the cycles read: the contribution's column; `trace` shows every record's keys.
-    what = {TargetType.VISIT: "_date", TargetType.COUNT: "_bill"}.get(target.type, "_amount")
-    stream = _stream(ctx, None if trace is not None else ["_cust", "_ts", "_regular", what])
     contribution = _contribution(target.type, target.entity, False)
+    # The cycles read customer, time, kind and what the contribution reads; `trace` shows every
+    # record's keys.
+    read = ["_cust", "_ts", "_regular", *contribution.meta.root_names()]
+    stream = _stream(ctx, None if trace is not None else read)
     remaining = stream
     # The balance joins the cycle open at enrolled_at: it is added at the customer's first record
     # at or after enrolled_at (the first record without one), or, when no record comes after it,

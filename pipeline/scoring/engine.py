@@ -22,7 +22,6 @@ from pipeline.definitions.model import (
     Group,
     Target,
     TargetEntity,
-    TargetType,
     TrackingType,
 )
 from pipeline.errors import MilestonesError
@@ -288,9 +287,9 @@ def _qualifying(ctx: GroupContext) -> dict[int, pl.LazyFrame]:
     frames: dict[int, pl.LazyFrame] = {}
     by_records: dict[Hashable, pl.LazyFrame] = {}
     # Targets that read the attribute first: a COUNT or VISIT target then finds their frame.
-    for t in sorted(ctx.group.targets, key=lambda t: not _reads_attr(t)):
+    for t in sorted(ctx.group.targets, key=lambda t: not measures.reads_attribute(t)):
         key = _records_key(t)
-        if not _reads_attr(t) and key in by_records:
+        if not measures.reads_attribute(t) and key in by_records:
             frames[t.target_id] = by_records[key]
             continue
         frames[t.target_id] = records.limit(
@@ -313,12 +312,6 @@ def _collect_each(
 
 def _records_key(target: Target) -> Hashable:
     return (target.entity, target.event_name, target.rule, target.filters)
-
-
-def _reads_attr(target: Target) -> bool:
-    """Whether the target's measure reads ``_attr`` (COUNT and VISIT count records or dates)."""
-    plain = target.type in (TargetType.COUNT, TargetType.VISIT)
-    return not (plain and target.extended_field is None)
 
 
 def layout(ctx: GroupContext, qualifying: dict[int, pl.LazyFrame]) -> Layout:

@@ -32,6 +32,14 @@ def regular_contributions(counted: pl.LazyFrame, target: Target) -> pl.LazyFrame
     return contributions(counted.collect(), target)[0].lazy()
 
 
+def reads_attribute(target: Target) -> bool:
+    """Whether the target's contributions read ``_attr`` (a plain COUNT or VISIT counts records
+    or dates), so that a target which does not may take another's records
+    (`engine._qualifying`)."""
+    plain = target.type in (TargetType.COUNT, TargetType.VISIT)
+    return not (plain and target.extended_field is None)
+
+
 def contributions(
     counted: pl.DataFrame, target: Target, *, record_keys: bool = True
 ) -> tuple[pl.DataFrame, bool]:
