@@ -55,6 +55,21 @@ def test_a_streak_over_the_same_measure_shares_the_default_groups_rows() -> None
     assert rewards.rows()[0] == (1, "Monthly spend", "spend 1")
 
 
+def test_registered_groups_share_though_their_periods_have_their_own_ids() -> None:
+    # Registering gives every group's periods database ids (and may give descriptions): the
+    # baseline pair of the bench, a monthly group and its streak, measured everything twice.
+    def registered(g: m.Group, first_id: int) -> m.Group:
+        return replace(g, periods=tuple(replace(p, period_id=first_id + i, description=f"#{i}")
+                                        for i, p in enumerate(g.periods)))
+
+    plain = registered(spend(1, "Monthly spend"), 1001)
+    streak = registered(spend(2, "Monthly spend streak", kind="STREAK",
+                              streak_levels=(m.StreakLevel(streak_id=1, name="two", count=2),)),
+                        1040)
+    assert key(plain) == key(streak)
+    assert key(plain) != key(replace(plain, periods=plain.periods[:-1]))
+
+
 def test_one_group_per_call_shares_through_a_planned_cache() -> None:
     plain, twin = spend(1, "a"), spend(2, "b")
     shared = engine.plan_sharing(RECORDS, [plain, twin], AS_OF, Config())

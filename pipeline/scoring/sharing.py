@@ -125,6 +125,8 @@ def measure_key(ctx: GroupContext, has_enrolment_rows: bool) -> Hashable | None:
         tracking_type=TrackingType.UNIFIED if unified else TrackingType.DEFAULT,
         targets=tuple(replace(t, target_id=0, name="", return_target_id=None)
                       for t in g.targets),
+        # A registered group's periods carry its own database ids: identity, not measure.
+        periods=tuple(replace(p, period_id=None, description=None) for p in g.periods),
         streak_levels=(),
         leaderboard_enabled=False,
         streak_continuous=True,
