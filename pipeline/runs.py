@@ -29,7 +29,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -153,7 +153,8 @@ def new_run_id(now: datetime) -> str:
 
 
 def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, pl.LazyFrame]:
-    """The loaded exports as LazyFrames, read into memory so the run can write while it scores.
+    """The loaded exports as LazyFrames over in-memory frames (all of them: for small data and
+    tests; a run reads customer shards, `pipeline.engines.shards.database_shards`).
 
     An export that was never loaded is an empty frame with no columns.
     """
@@ -168,37 +169,6 @@ def read_sources(con: duckdb.DuckDBPyConnection) -> dict[str, pl.LazyFrame]:
     return out
 
 
-@contextlib.contextmanager
-def scan_sources(
-    con: duckdb.DuckDBPyConnection, folder: Path | None = None
-) -> Iterator[dict[str, pl.LazyFrame]]:
-    """The loaded exports as lazy Parquet scans, typed exactly as `read_sources` types them.
-
-    Why: `read_sources` holds every record of every kind in memory for the whole run; at
-    tens of millions of records that alone exceeds a machine. Here each table is written once
-    with DuckDB ``COPY ... TO`` (streamed, never whole in memory) into a temporary folder
-    beside the database (or in `folder`), and `pl.scan_parquet` reads back only the columns
-    and rows each group's query needs. The folder is deleted on exit.
-    """
-    present = base_tables(con)
-    root = (Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}scan-", dir=folder)) if folder
-            else scratch_folder(con, "scan"))
-    try:
-        out: dict[str, pl.LazyFrame] = {}
-        for name in SOURCE_TABLES:
-            if name not in present:
-                out[name] = pl.LazyFrame()
-                continue
-            empty = con.sql(f"SELECT * FROM {quote_ident(name)} LIMIT 0").to_arrow_table()
-            schema = pl.from_arrow(empty).schema  # type: ignore[union-attr]
-            path = root / f"{name}.parquet"
-            con.execute(f"COPY {quote_ident(name)} TO {quote_literal(path)} (FORMAT parquet)")
-            out[name] = pl.scan_parquet(path).cast(dict(schema))
-        yield out
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _db_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
     """The folder of the database file (None for an in-memory database: the temp folder)."""
     rows = con.sql("SELECT file FROM pragma_database_list WHERE name = current_database()"
@@ -208,7 +178,9 @@ def _db_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
 
 
 SCRATCH_PREFIX = ".milestones-"
-SCRATCH_KINDS = ("scan", "stage", "shards")  # what runs and engines make beside the database
+# Scratch folders a run makes beside the database, which `heal` removes after a kill ("scan"
+# and "shards" are made only by earlier versions, whose leftovers may still be there).
+SCRATCH_KINDS = ("scan", "stage", "shards")
 DUCKDB_MEMORY_SHARE = 8  # DuckDB may use 1/8 of the machine's memory during a run (min 1 GiB)
 DUCKDB_MEMORY_ENV = "MILESTONES_DUCKDB_MEMORY"  # e.g. "6GB": the operator's own limit
 # Memory DuckDB's primary-key index takes per reward the run adds (held until the COMMIT).

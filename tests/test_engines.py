@@ -402,6 +402,38 @@ def test_shards_split_customers_whole_and_keep_every_column(seeded: Workspace,
     assert len(linked) == 1
 
 
+def test_database_shards_hold_the_rows_of_the_exported_shards(seeded: Workspace,
+                                                              tmp_path: Path) -> None:
+    """The local engine reads shards from the database, the Dask engine from exported Parquet:
+    both must split every export the same way (cross-customer returns, orphan lines included)."""
+    ws = clone(seeded, tmp_path / "ws")
+    with ws.connect() as con:
+        con.execute("INSERT INTO line_items SELECT * REPLACE ('NO SUCH BILL' AS txn_id) "
+                    "FROM line_items LIMIT 1")
+        schemas = shards.export_shards(con, tmp_path / "parquet", 3)
+        with shards.database_shards(con, 3) as read:
+            assert len(read) == 3
+            for k, frames in enumerate(read):
+                exported = shards.read_shard(tmp_path / "parquet", k, schemas)
+                for name, frame in frames.items():
+                    got, expected = frame.collect(), exported[name].collect()
+                    assert got.schema == expected.schema, (k, name)
+                    assert got.sort(got.columns).equals(expected.sort(expected.columns)), (k, name)
+            orphan = pl.col("txn_id") == "NO SUCH BILL"
+            assert read[0]["line_items"].filter(orphan).collect().height == 1
+        # Nothing of the shards is left in the session.
+        assert not con.sql(f"SELECT * FROM duckdb_tables() WHERE table_name = "
+                           f"'{shards.OWNERS}'").fetchall()
+        with shards.database_shards(con, 1, tables=("transactions",)) as whole:
+            one = whole[0]
+            assert one["transactions"].collect().height == con.sql(
+                "SELECT count(*) FROM transactions").fetchall()[0][0]
+            assert one["line_items"].collect().height == 0
+            assert one["line_items"].collect_schema() == schemas["line_items"]
+            with pytest.raises(IndexError):
+                whole[1]
+
+
 def test_missing_shard_folder_gives_empty_frames_with_the_columns(seeded: Workspace,
                                                                   tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:

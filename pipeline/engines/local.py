@@ -1,13 +1,13 @@
 """The local engine: the loaded exports scored in this process (the default).
 
-Small data is scored in one pass over lazy Parquet scans of the exports. When the records are
-more than `ROWS_PER_SHARD`, they are split into customer shards (`pipeline.engines.shards`) and
-scored shard by shard, so memory follows the shard size rather than the data set.
+Small data is scored in one pass over the exports read into memory. When the records are more
+than `ROWS_PER_SHARD`, they are split into customer shards (`pipeline.engines.shards`), read
+from the database and scored one shard at a time, so memory follows the shard size rather than
+the data set.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -17,8 +17,8 @@ import polars as pl
 
 from pipeline.config import Config
 from pipeline.definitions.model import Group
-from pipeline.engines.shards import export_shards, read_shard, record_count, shard_count
-from pipeline.runs import ScoreFn, ScoreResultLike, scan_sources, scratch_folder
+from pipeline.engines.shards import database_shards, record_count, shard_count
+from pipeline.runs import ScoreFn, ScoreResultLike
 
 # Records (transactions + line items + events + points) scored at once, at most. Scoring holds
 # a few times its records in memory at its peak; 6 M keeps that near 2 GiB.
@@ -59,19 +59,13 @@ class LocalEngine:
     def inputs(
         self, con: duckdb.DuckDBPyConnection
     ) -> Iterator[Sequence[Mapping[str, pl.LazyFrame]]]:
-        """The exports as one set of lazy scans, or one per customer shard."""
+        """The exports as one shard or several, each read from the database when its turn
+        comes (so `parts` holds one shard's records at a time)."""
         count = shard_count(record_count(con), 1, self.rows_per_shard)
-        if count == 1:
-            with scan_sources(con) as sources:
-                yield [sources]
-            return
-        root = scratch_folder(con, "shards")
-        try:
-            schemas = export_shards(con, root, count)
-            self._say(f"local: {count} customer shards in {root}")
-            yield [read_shard(root, k, schemas) for k in range(count)]
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        with database_shards(con, count) as shards:
+            if count > 1:
+                self._say(f"local: {count} customer shards")
+            yield shards
 
     def parts(
         self,

@@ -569,42 +569,13 @@ BASELINE_SHARD_TRANSACTIONS = 12_000_000
 
 def _baseline_sources(
     con: duckdb.DuckDBPyConnection, count: int
-) -> Iterator[dict[str, pl.LazyFrame]]:
+) -> Iterator[Mapping[str, pl.LazyFrame]]:
     """What the baseline groups read (transactions, stores, enrolments), whole or in `count`
     customer shards (a return and its parent bill of another customer kept together)."""
-    tables = ("transactions", "stores", "enrolments")
-    if count <= 1:
-        yield _sources(con, tables)
-        return
-    from pipeline.engines import shards
+    from pipeline.engines.shards import database_shards
 
-    schema = pl.from_arrow(con.sql("SELECT * FROM transactions LIMIT 0").to_arrow_table())
-    links = shards.customer_links(con, schema.schema)  # type: ignore[union-attr]
-    if links is not None:
-        con.register(shards.LINKS, links)
-    try:
-        select = shards.sharded_select("transactions", links is not None)
-        for k in range(count):
-            sources = _sources(con, ("stores", "enrolments"))
-            arrow = con.sql(
-                f"SELECT * EXCLUDE ({shards.SHARD}) FROM ({select}) WHERE {shards.SHARD} = $k",
-                params={"n": count, "k": k},
-            ).to_arrow_table()
-            sources["transactions"] = pl.from_arrow(arrow).lazy()  # type: ignore[union-attr]
-            yield sources
-    finally:
-        if links is not None:
-            con.unregister(shards.LINKS)
-
-
-def _sources(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> dict[str, pl.LazyFrame]:
-    """`runs.read_sources`' frames for `tables`; the other exports empty with their columns."""
-    out = {}
-    for name in runs.SOURCE_TABLES:
-        limit = "" if name in tables else " LIMIT 0"
-        arrow = con.sql(f"SELECT * FROM {quote_ident(name)}{limit}").to_arrow_table()
-        out[name] = pl.from_arrow(arrow).lazy()  # type: ignore[union-attr]
-    return out
+    with database_shards(con, count, tables=("transactions", "stores", "enrolments")) as parts:
+        yield from parts
 
 
 def _agree(windows: pl.DataFrame, streaks: pl.DataFrame, scored: Any, group: m.Group,
