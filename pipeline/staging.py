@@ -69,7 +69,7 @@ class Staging:
         for table, frame in part.tables.items():
             self._write(table, frame)
         if part.rewards.height:
-            self._write(EARNED, ledger.with_reward_ids(part.rewards))
+            self._write(EARNED, ledger.identified(part.rewards))
 
     def finish(self, con: duckdb.DuckDBPyConnection) -> None:
         """Rank again every leaderboard group that was scored in more than one part."""
@@ -124,7 +124,9 @@ class Staging:
         folder = self.root / table
         folder.mkdir(exist_ok=True)
         path = folder / f"{len(files):06d}.parquet"
-        frame.write_parquet(path, compression="lz4")  # scratch: speed over size
+        # Scratch, read once in full: speed over size, and no column statistics (~20% of the
+        # write; nothing here skips row groups by them).
+        frame.write_parquet(path, compression="lz4", statistics=False)
         files.append(path)
 
 

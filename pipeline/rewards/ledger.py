@@ -93,7 +93,6 @@ def reward_ids(earned: pl.DataFrame) -> pl.Series:
         .otherwise(pl.col("period_index").cast(pl.String).fill_null(""))
     )
     identity = earned.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("row"),
         pl.concat_str(
             [
                 pl.col("kind"),
@@ -108,19 +107,28 @@ def reward_ids(earned: pl.DataFrame) -> pl.Series:
     con = duckdb.connect()
     try:
         con.register("identity", identity)
-        hashed = con.sql(
-            "SELECT left(sha256(identity), 32) AS reward_id FROM identity ORDER BY row"
-        )
+        # A projection keeps the rows in order (DuckDB's preserve_insertion_order, on by
+        # default and set again here), so no row number and sort are needed to align them.
+        con.execute("SET preserve_insertion_order = true")
+        hashed = con.sql("SELECT left(sha256(identity), 32) AS reward_id FROM identity")
         return hashed.pl()["reward_id"]
     finally:
         con.close()
 
 
-def with_reward_ids(earned: pl.DataFrame) -> pl.DataFrame:
-    """`earned` (ScoreResult.rewards) with a `reward_id` column, one row per id, in file order."""
+def identified(earned: pl.DataFrame) -> pl.DataFrame:
+    """`earned` with its `reward_id`, as REWARD_COLUMNS, in no particular order and not
+    deduplicated: the run's staged form (`diff_sql` dedupes, `ordered` sorts for the files)."""
     if earned.is_empty():
         return empty_rewards()
-    out = earned.with_columns(reward_id=reward_ids(earned)).select(REWARD_COLUMNS)
+    return earned.with_columns(reward_id=reward_ids(earned)).select(REWARD_COLUMNS)
+
+
+def with_reward_ids(earned: pl.DataFrame) -> pl.DataFrame:
+    """`earned` (ScoreResult.rewards) with a `reward_id` column, one row per id, in file order."""
+    out = identified(earned)
+    if out.is_empty():
+        return out
     # The engine yields each fact once; if it ever did not, keep the earliest achievement.
     if out["reward_id"].n_unique() < out.height:
         out = out.sort("achieved_at", nulls_last=True).unique(
