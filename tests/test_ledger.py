@@ -287,6 +287,31 @@ def test_vectorised_reward_ids_equal_the_per_reward_function() -> None:
     assert ledger.reward_ids(earned).to_list() == expected
 
 
+def test_reward_ids_stay_aligned_with_their_rows_over_many_batches() -> None:
+    # DuckDB hashes in vectors of 2,048 rows on several threads; the ids must come back in row
+    # order (no row number, no sort: see `reward_ids`), so each row is checked one by one.
+    n = 50_000
+    earned = pl.DataFrame({
+        "kind": ["TARGET_ACHIEVED"] * n,
+        "group_name": ["Spend"] * n,
+        "name": ["spend"] * n,
+        "customer_id": list(range(n, 0, -1)),
+        "ref_code": [None] * n,
+        "period_index": [i % 12 for i in range(n)],
+    }, schema_overrides={"ref_code": pl.String})
+    got = ledger.reward_ids(earned).to_list()
+    assert got == [ledger.reward_id("TARGET_ACHIEVED", "Spend", "spend", n - i, str(i % 12))
+                   for i in range(n)]
+
+
+def test_staged_rewards_keep_every_row_with_its_id() -> None:
+    once = earned(("TARGET_ACHIEVED", "spend", 1, None, 1)).drop("reward_id")
+    staged = ledger.identified(pl.concat([once, once]))
+    assert staged.columns == list(ledger.REWARD_COLUMNS)
+    assert staged.height == 2 and staged["reward_id"].n_unique() == 1  # diff_sql dedupes
+    assert ledger.identified(once.head(0)).is_empty()
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 @pytest.mark.parametrize("rows", [(A, B), ()], ids=["two awards", "none"])
 def test_streamed_files_are_the_bytes_of_collected_ones(tmp_path: Path, fmt: str,
