@@ -124,8 +124,8 @@ class Staging:
         folder = self.root / table
         folder.mkdir(exist_ok=True)
         path = folder / f"{len(files):06d}.parquet"
-        # Scratch, read once in full: speed over size, and no column statistics (~20% of the
-        # write; nothing here skips row groups by them).
+        # Scratch that DuckDB reads in full: speed over size, and no column statistics (~20% of
+        # the write; no query here skips row groups by them).
         frame.write_parquet(path, compression="lz4", statistics=False)
         files.append(path)
 
