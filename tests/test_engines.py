@@ -434,6 +434,35 @@ def test_database_shards_hold_the_rows_of_the_exported_shards(seeded: Workspace,
                 whole[1]
 
 
+def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
+        seeded: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shard reads the columns its queries ask for, when they first ask; a column read later
+    joins the rows already held by row id, even when the database hands them over in another
+    order (a join in the shard's query may); the next shard reads at once what earlier shards
+    needed."""
+    with seeded.connect(read_only=True) as con, shards.database_shards(con, 2) as read:
+        whole = {k: read[k]["transactions"].collect() for k in range(2)}
+    reads: list[tuple[str, int, list[str]]] = []
+    plain = shards.DatabaseShards.read
+
+    def read_reversed(self: Any, name: str, k: int, columns: Any) -> pl.DataFrame:
+        later = any(r[:2] == (name, k) for r in reads)
+        reads.append((name, k, list(columns)))
+        rows = plain(self, name, k, columns)
+        return rows.reverse() if later else rows  # a later read in another order
+
+    monkeypatch.setattr(shards.DatabaseShards, "read", read_reversed)
+    with seeded.connect(read_only=True) as con, shards.database_shards(con, 2) as read:
+        first = read[0]["transactions"]
+        assert first.select("txn_id").collect().equals(whole[0].select("txn_id"))
+        assert reads == [("transactions", 0, ["txn_id"])]
+        both = first.select("amount", "txn_id").filter(pl.col("amount") > 0).collect()
+        assert both.equals(whole[0].select("amount", "txn_id").filter(pl.col("amount") > 0))
+        assert reads[-1] == ("transactions", 0, ["amount"])  # only what was missing
+        assert first.collect().equals(whole[0])
+        read[1]["transactions"].select("customer_id").collect()
+        assert reads[-1] == ("transactions", 1, list(whole[1].columns))  # all, once
+
 def test_missing_shard_folder_gives_empty_frames_with_the_columns(seeded: Workspace,
                                                                   tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:

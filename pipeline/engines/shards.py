@@ -12,6 +12,7 @@ staging (leaderboards are ranked again over every shard; a group failing in one 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from polars.io.plugins import register_io_source
 
 from pipeline.runs import SOURCE_TABLES
 from pipeline.workspace import base_tables, quote_ident, quote_literal
@@ -157,25 +159,30 @@ def database_shards(
     con: duckdb.DuckDBPyConnection, count: int, tables: Sequence[str] = SOURCE_TABLES
 ) -> Iterator[DatabaseShards]:
     """The loaded exports in `count` customer shards (the same split as `export_shards`), read
-    from the database one shard at a time as in-memory frames.
+    from the database one shard at a time as in-memory frames, each column when a query first
+    needs it.
 
     Why not Parquet: for the local engine the export and the Parquet decoding in every group's
     query cost more than reading each shard straight from DuckDB (at 10 M transactions, 34 s of
     exports against ~16 s of reads, and scoring from memory is 10-20% cheaper). A shard's frames
-    are built when it is indexed and dropped with it, so memory holds one shard at a time.
+    are filled as its groups ask and dropped with it, so memory holds one shard at a time.
 
-    Exports outside `tables` come as empty frames with their columns.
+    Exports outside `tables` come as empty frames with their columns. The shards read through
+    a cursor of their own (queries may come from the scoring threads), with `con`'s time zone.
     """
     present = base_tables(con)
-    with _linked_customers(con, present) if count > 1 else nullcontext(False) as linked:
-        try:
+    zone = con.sql("SELECT current_setting('TimeZone')").fetchall()[0][0]
+    cur = con.cursor()
+    try:
+        cur.execute(f"SET TimeZone = {quote_literal(zone)}")
+        with _linked_customers(cur, present) if count > 1 else nullcontext(False) as linked:
             if count > 1 and "line_items" in tables and "transactions" in present:
                 source, owner = _linked(f"({_BILL_OWNERS}) o", "o.customer_id", linked)
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {OWNERS} AS SELECT o.txn_id, "
+                cur.execute(f"CREATE OR REPLACE TEMP TABLE {OWNERS} AS SELECT o.txn_id, "
                             f"{_shard_of(owner, count)} AS {SHARD} FROM {source}")
-            yield DatabaseShards(con, count, present, linked, tables)
-        finally:
-            con.execute(f"DROP TABLE IF EXISTS temp.{OWNERS}")
+            yield DatabaseShards(cur, count, present, linked, tables)
+    finally:
+        cur.close()  # its temp table and registered links go with it
 
 
 class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
@@ -185,6 +192,10 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
                  linked: bool, tables: Sequence[str]) -> None:
         self._con, self._count, self._present = con, count, present
         self._linked, self._tables = linked, tables
+        self._lock = threading.Lock()  # one query at a time on the cursor
+        self._schemas = {name: _schema(con, name) for name in SOURCE_TABLES if name in present}
+        # Columns any shard's queries asked for, per export: the next shard reads them at once.
+        self._wanted: dict[str, set[str]] = {name: set() for name in self._schemas}
 
     def __len__(self) -> int:
         return self._count
@@ -194,31 +205,106 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
             raise IndexError(k)
         out: dict[str, pl.LazyFrame] = {}
         for name in SOURCE_TABLES:
-            if name not in self._present:  # never loaded: no columns, as runs.read_sources
+            schema = self._schemas.get(name)
+            if schema is None:  # never loaded: no columns, as runs.read_sources
                 out[name] = pl.LazyFrame()
-                continue
-            arrow = self._con.sql(self._query(name, k)).to_arrow_table()
-            # One chunk per column: DuckDB hands over many batches, and polars works faster
-            # on contiguous columns (~5% of a shard's scoring).
-            out[name] = pl.from_arrow(arrow).rechunk().lazy()  # type: ignore[union-attr]
+            elif name not in self._tables:
+                out[name] = pl.LazyFrame(schema=schema)
+            else:
+                out[name] = _ShardTable(self, name, k).frame()
         return out
 
-    def _query(self, name: str, k: int) -> str:
-        """Shard `k`'s rows of export `name` (the numbers inlined, as in `_shard_of`)."""
+    def read(self, name: str, k: int, columns: Sequence[str]) -> pl.DataFrame:
+        """Shard `k`'s `columns` of export `name`, with the table's ``ROWID`` first."""
+        select = ", ".join(["x.rowid AS " + ROWID, *(f"x.{quote_ident(c)}" for c in columns)])
+        with self._lock:
+            self._wanted[name].update(columns)
+            arrow = self._con.sql(self._query(name, k, select)).to_arrow_table()
+        # One chunk per column: DuckDB hands over many batches, and polars works faster on
+        # contiguous columns (~5% of a shard's scoring).
+        return pl.from_arrow(arrow).rechunk()  # type: ignore[return-value]
+
+    def schema(self, name: str) -> pl.Schema:
+        return self._schemas[name]
+
+    def wanted(self, name: str) -> set[str]:
+        with self._lock:
+            return set(self._wanted[name])
+
+    def _query(self, name: str, k: int, select: str) -> str:
+        """Shard `k`'s rows of export `name` as `select` over ``x`` (the numbers inlined, as in
+        `_shard_of`)."""
         table, n, k = quote_ident(name), int(self._count), int(k)
-        if name not in self._tables:
-            return f"SELECT * FROM {table} LIMIT 0"  # empty, with its columns
         if n == 1 or name in SHARED:
-            return f"SELECT * FROM {table}"
+            return f"SELECT {select} FROM {table} x"
         if name == "line_items":
             if "transactions" not in self._present:  # every line is an orphan: shard 0
-                return f"SELECT * FROM {table}" + ("" if k == 0 else " LIMIT 0")
-            mine = (f"SELECT x.* FROM line_items x SEMI JOIN {OWNERS} o "
+                return f"SELECT {select} FROM {table} x" + ("" if k == 0 else " LIMIT 0")
+            mine = (f"SELECT {select} FROM line_items x SEMI JOIN {OWNERS} o "
                     f"ON o.txn_id = x.txn_id AND o.{SHARD} = {k}")
-            orphans = f"SELECT x.* FROM line_items x ANTI JOIN {OWNERS} o ON o.txn_id = x.txn_id"
+            orphans = (f"SELECT {select} FROM line_items x "
+                       f"ANTI JOIN {OWNERS} o ON o.txn_id = x.txn_id")
             return mine + (f" UNION ALL {orphans}" if k == 0 else "")
         source, owner = _linked(f"{table} x", "x.customer_id", self._linked)
-        return f"SELECT x.* FROM {source} WHERE {_shard_of(owner, n)} = {k}"
+        return f"SELECT {select} FROM {source} WHERE {_shard_of(owner, n)} = {k}"
+
+
+ROWID = "__milestones_rowid"
+
+
+class _ShardTable:
+    """One export of one shard as a lazy frame whose columns are read from the database when a
+    query first asks for them (polars says which: `register_io_source`), then kept.
+
+    Why: exports carry columns no group reads (at 10 M transactions the baseline groups need 6
+    of 11, and reading all of them was a quarter of their time). A column read later is aligned
+    to the rows already held by the table's row id, so the frame is the same however it is
+    filled. The first read of a shard takes every column an earlier shard needed.
+    """
+
+    def __init__(self, shards: DatabaseShards, name: str, k: int) -> None:
+        self._shards, self._name, self._k = shards, name, k
+        self._schema = shards.schema(name)
+        self._held: pl.DataFrame | None = None
+        self._lock = threading.Lock()
+
+    def frame(self) -> pl.LazyFrame:
+        return register_io_source(self._scan, schema=self._schema, is_pure=True,
+                                  explain_name=f"{self._name} shard {self._k}")
+
+    def _scan(self, with_columns: list[str] | None, predicate: pl.Expr | None,
+              n_rows: int | None, batch_size: int | None) -> Iterator[pl.DataFrame]:
+        columns = list(self._schema) if with_columns is None else with_columns
+        out = self._columns(columns)
+        if predicate is not None:
+            out = out.filter(predicate)
+        if n_rows is not None:
+            out = out.head(n_rows)
+        # In slices of the size polars asks for (zero-copy): handed one frame, polars runs the
+        # rest of the query on fewer threads (a filter and group_by ~1.5x slower).
+        step = max(batch_size or out.height, 1)
+        yield from (out.slice(at, step) for at in range(0, max(out.height, 1), step))
+
+    def _columns(self, columns: Sequence[str]) -> pl.DataFrame:
+        with self._lock:
+            held = self._held
+            have = set() if held is None else set(held.columns)
+            fetch = set(columns) - have
+            if held is None:  # what earlier shards needed comes in the same read
+                fetch |= self._shards.wanted(self._name)
+            missing = [c for c in self._schema if c in fetch]
+            if missing:
+                read = self._shards.read(self._name, self._k, missing)
+                if held is None:
+                    held = read
+                else:
+                    if not read[ROWID].equals(held[ROWID]):  # rows came in another order
+                        read = held.select(ROWID).join(read, on=ROWID, how="left",
+                                                       maintain_order="left")
+                    held = held.hstack(read.drop(ROWID).get_columns())
+                self._held = held
+            assert held is not None
+        return held.select(columns)
 
 
 def _schema(con: duckdb.DuckDBPyConnection, table: str) -> pl.Schema:
