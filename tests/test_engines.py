@@ -553,6 +553,31 @@ def test_local_engine_in_shards_equals_local_engine_in_one_piece(
     assert not list((tmp_path / "sharded").glob(".milestones-*"))
 
 
+@pytest.mark.parametrize("group", ["Monthly sales board", "Fortnight mix"])
+def test_local_engine_splits_shards_when_its_groups_leave_a_thread_idle(
+    tmp_path: Path, group: str
+) -> None:
+    """One group is one chain: with two workers each shard is split in two, scored side by
+    side. The rows are those of one thread scoring the shards whole (a leaderboard ranked
+    across the finer shards, line items following their bills)."""
+    whole, late = build_workspace(tmp_path / "whole", 23, False)
+    split = clone(whole, tmp_path / "split")
+    said: list[str] = []
+    one = LocalEngine(rows_per_shard=600, workers=1)
+    two = LocalEngine(rows_per_shard=600, workers=2, split_from=0, progress=said.append)
+    for step in ("first", "after late returns"):
+        request = runs.RunRequest(as_of=AS_OF, groups=(group,))
+        a = runs.run(whole, request, engine=one)
+        b = runs.run(split, request, engine=two)
+        assert (a.status, a.awards, a.revocations) == (b.status, b.awards, b.revocations), step
+        expected = assert_same_tables(whole, split)
+        assert expected["target_progress"].height, step
+        for ws in (whole, split):
+            with ws.connect() as con:
+                assert load_exports(con, "transactions", [str(late)]).rows_rejected == 0
+    assert "local: 6 customer shards, 2 at a time" in said  # 3 shards of ~600 records
+
+
 # ---------------------------------------------------------------- with a Dask cluster
 
 

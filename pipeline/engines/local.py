@@ -17,13 +17,19 @@ import polars as pl
 
 from pipeline.config import Config
 from pipeline.definitions.model import Group
-from pipeline.engines.shards import database_shards, record_count, shard_count
+from pipeline.engines.shards import (
+    DatabaseShards,
+    database_shards,
+    record_count,
+    shard_count,
+)
 from pipeline.runs import ScoreFn, ScoreResultLike
 
 # Records (transactions + line items + events + points) scored at once, at most. A shard's records
 # are held in memory while it is scored (~0.55 GB for 6 M generated records, every column), and
 # scoring holds a few times that at its peak: at 10 M transactions the run's peak is ~4.1 GiB.
 ROWS_PER_SHARD = 6_000_000
+SPLIT_FROM_RECORDS = 1_000_000
 
 
 class LocalEngine:
@@ -37,6 +43,8 @@ class LocalEngine:
         progress: called with a short line per shard scored (None: quiet).
         workers: groups scored at once, in threads (default
             `pipeline.scoring.engine.default_workers`).
+        split_from: records from which shards are split finer when the groups cannot keep
+            every worker busy (below it the extra reads cost more than the second core saves).
     """
 
     def __init__(
@@ -46,6 +54,7 @@ class LocalEngine:
         rows_per_shard: int = ROWS_PER_SHARD,
         progress: Callable[[str], None] | None = None,
         workers: int | None = None,
+        split_from: int = SPLIT_FROM_RECORDS,
     ) -> None:
         self._score = score
         if workers is None:
@@ -54,6 +63,7 @@ class LocalEngine:
             workers = default_workers()
         self.workers = workers
         self.rows_per_shard = rows_per_shard
+        self.split_from = split_from
         self._say = progress or (lambda _msg: None)
 
     @contextmanager
@@ -77,17 +87,27 @@ class LocalEngine:
     ) -> Iterator[ScoreResultLike]:
         """One result per group and shard, so only the rows of the groups in flight (`workers`)
         of one shard are held (plus, until a later group takes them, the measured rows of a
-        group it shares)."""
-        for k, sources in enumerate(inputs, start=1):
-            if self._score is None:
-                from pipeline.scoring.engine import plan_sharing, score_each
+        group it shares).
 
-                shared = plan_sharing(sources, groups, as_of, config)
-                yield from score_each(
-                    sources, groups, as_of, config, shared=shared, workers=self.workers
-                )
-            else:
+        When the groups make fewer chains (groups scored one after another, `engine._chains`)
+        than there are workers, each shard is split into `workers` finer shards scored side by
+        side, so that no thread idles (two shards of half the size hold what one did)."""
+        if self._score is not None:  # a test's stand-in: group by group
+            for sources in inputs:
                 for group in groups:
                     yield self._score(sources, [group], as_of, config)
+            return
+        from pipeline.scoring.engine import chain_count, score_pieces
+
+        together = 1
+        if (self.workers > 1 and isinstance(inputs, DatabaseShards) and len(inputs)
+                and inputs.record_count() >= self.split_from
+                and chain_count(inputs[0], groups, as_of, config) < self.workers):
+            together = self.workers
+            inputs = inputs.resplit(len(inputs) * together)
+            self._say(f"local: {len(inputs)} customer shards, {together} at a time")
+        for first in range(0, len(inputs), together):
+            pieces = [inputs[k] for k in range(first, min(first + together, len(inputs)))]
+            yield from score_pieces(pieces, groups, as_of, config, workers=self.workers)
             if len(inputs) > 1:
-                self._say(f"local: scored shard {k}/{len(inputs)}")
+                self._say(f"local: scored shard {first + len(pieces)}/{len(inputs)}")

@@ -9,7 +9,7 @@ is recorded in `ScoreResult.failures` and the other groups still run.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass
 from datetime import date
@@ -107,6 +107,21 @@ def merge_results(parts: Iterable[ScoreResult]) -> ScoreResult:
     return result
 
 
+def score_pieces(
+    pieces: Sequence[Mapping[str, pl.LazyFrame]],
+    groups: list[Group],
+    as_of: date,
+    config: Config,
+    *,
+    workers: int = 1,
+) -> Iterator[ScoreResult]:
+    """`score_each` over several customer shards at once: every chain of every piece is a job
+    for the `workers` threads. Why: a programme with fewer chains than threads leaves a core
+    idle when scored piece after piece; split into as many pieces, it keeps both busy."""
+    for _, part in _scored_pieces(pieces, groups, as_of, config, None, workers):
+        yield part
+
+
 def _scored(
     sources: Mapping[str, pl.LazyFrame],
     groups: list[Group],
@@ -116,35 +131,64 @@ def _scored(
     workers: int,
 ) -> Iterator[tuple[int, ScoreResult]]:
     """(position in `groups`, its result) for every group, chain by chain (see `_chains`)."""
-    if shared is None:
-        shared = plan_sharing(sources, groups, as_of, config)
-    plan = shared
+    return _scored_pieces([sources], groups, as_of, config, shared, workers)
 
-    def run_chain(chain: list[tuple[int, Group]]) -> list[tuple[int, ScoreResult]]:
-        return [(i, _score_one(sources, g, as_of, config, plan)) for i, g in chain]
 
-    chains = _chains(sources, groups, as_of, config)
+def _scored_pieces(
+    pieces: Sequence[Mapping[str, pl.LazyFrame]],
+    groups: list[Group],
+    as_of: date,
+    config: Config,
+    shared: SharedMeasures | None,
+    workers: int,
+) -> Iterator[tuple[int, ScoreResult]]:
+    """`_scored` for every piece (customer shard): a chain of one piece is one job."""
+    jobs: list[tuple[float, Callable[[], list[tuple[int, ScoreResult]]]]] = []
+    for sources in pieces:
+        plan = shared or plan_sharing(sources, groups, as_of, config)
+        for chain in _chains(sources, groups, as_of, config):
+            cost = sum(_estimated_cost(g) for _, g in chain)
+            jobs.append((cost, _chain_job(sources, chain, as_of, config, plan)))
     if workers > 1:
-        # Longest first, so that the last chain to start is a short one and neither thread
+        # Longest first, so that the last job to start is a short one and neither thread
         # idles long at the end (the results are in `groups`' order anyway: see `score`).
-        chains.sort(key=lambda chain: sum(_estimated_cost(g) for _, g in chain), reverse=True)
-    if workers <= 1 or len(chains) < 2:
-        for chain in chains:
-            yield from run_chain(chain)
+        jobs.sort(key=lambda job: job[0], reverse=True)
+    if workers <= 1 or len(jobs) < 2:
+        for _, job in jobs:
+            yield from job()
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="milestones-score")
     try:
         pending: set[Future[list[tuple[int, ScoreResult]]]] = set()
-        for chain in chains:
+        for _, job in jobs:
             if len(pending) >= workers:  # at most `workers` chains in flight
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:  # whichever finished: a long chain holds no thread idle
                     yield from future.result()
-            pending.add(pool.submit(run_chain, chain))
+            pending.add(pool.submit(job))
         for future in as_completed(pending):
             yield from future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chain_job(
+    sources: Mapping[str, pl.LazyFrame],
+    chain: list[tuple[int, Group]],
+    as_of: date,
+    config: Config,
+    plan: SharedMeasures,
+) -> Callable[[], list[tuple[int, ScoreResult]]]:
+    """Scoring one chain: its groups in order, in one thread (a later one takes the measured
+    rows of an earlier one)."""
+    return lambda: [(i, _score_one(sources, g, as_of, config, plan)) for i, g in chain]
+
+
+def chain_count(
+    sources: Mapping[str, pl.LazyFrame], groups: list[Group], as_of: date, config: Config
+) -> int:
+    """How many chains (`_chains`) `groups` make: at most that many threads can score them."""
+    return len(_chains(sources, groups, as_of, config))
 
 
 def _chains(

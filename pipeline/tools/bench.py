@@ -551,12 +551,14 @@ def _baselines(con: duckdb.DuckDBPyConnection, by_name: Mapping[str, m.Group], a
     count = math.ceil(txns / BASELINE_SHARD_TRANSACTIONS)
     note = "reads only what they need" + (f", {count} customer shards" if count > 1 else "")
     with meter.stage("engine on the baseline groups", txns, note):
-        from pipeline.scoring.engine import merge_results, score
+        from pipeline.engines.shards import database_shards
+        from pipeline.scoring.engine import merge_results
 
-        scored = merge_results(
-            score(sources, [group, streak], as_of, config)
-            for sources in _baseline_sources(con, count)
-        )
+        # The local engine as a run drives it (one chain of two groups: it splits the shards
+        # for its second thread), on the three exports the groups read.
+        with database_shards(con, count, tables=BASELINE_TABLES) as shards:
+            scored = merge_results(
+                LocalEngine().parts(shards, [group, streak], as_of, config))
     result.figures["baseline_agrees"] = _agree(windows, streaks, scored, group, streak)
     if not result.figures["baseline_agrees"]:
         result.notes.append("the SQL baseline and the engine disagree on the baseline groups")
@@ -565,17 +567,7 @@ def _baselines(con: duckdb.DuckDBPyConnection, by_name: Mapping[str, m.Group], a
 # Transactions the engine-on-the-baseline stage reads into memory at once: at 10M that peaks near
 # 7 GiB; above it, it reads and scores customer shards one after another (as the run does).
 BASELINE_SHARD_TRANSACTIONS = 12_000_000
-
-
-def _baseline_sources(
-    con: duckdb.DuckDBPyConnection, count: int
-) -> Iterator[Mapping[str, pl.LazyFrame]]:
-    """What the baseline groups read (transactions, stores, enrolments), whole or in `count`
-    customer shards (a return and its parent bill of another customer kept together)."""
-    from pipeline.engines.shards import database_shards
-
-    with database_shards(con, count, tables=("transactions", "stores", "enrolments")) as parts:
-        yield from parts
+BASELINE_TABLES = ("transactions", "stores", "enrolments")
 
 
 def _agree(windows: pl.DataFrame, streaks: pl.DataFrame, scored: Any, group: m.Group,
