@@ -445,11 +445,12 @@ def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
     reads: list[tuple[str, int, list[str]]] = []
     plain = shards.DatabaseShards.read
 
-    def read_reversed(self: Any, name: str, k: int, columns: Any) -> pl.DataFrame:
+    def read_reversed(self: Any, name: str, k: int, columns: Any, rows: Any = None) -> Any:
         later = any(r[:2] == (name, k) for r in reads)
+        assert (rows is not None) == later  # a later read finds the shard's rows by their ids
         reads.append((name, k, list(columns)))
-        rows = plain(self, name, k, columns)
-        return rows.reverse() if later else rows  # a later read in another order
+        got = plain(self, name, k, columns, rows)
+        return got.reverse() if later else got  # a later read in another order
 
     monkeypatch.setattr(shards.DatabaseShards, "read", read_reversed)
     with seeded.connect(read_only=True) as con, shards.database_shards(con, 2) as read:
