@@ -445,12 +445,11 @@ def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
     reads: list[tuple[str, int, list[str]]] = []
     plain = shards.DatabaseShards.read
 
-    def read_reversed(self: Any, name: str, k: int, columns: Any, rows: Any = None,
-                      batch: Any = None) -> Any:
+    def read_reversed(self: Any, name: str, k: int, columns: Any, rows: Any = None) -> Any:
         later = any(r[:2] == (name, k) for r in reads)
         assert (rows is not None) == later  # a later read finds the shard's rows by their ids
         reads.append((name, k, list(columns)))
-        got = plain(self, name, k, columns, rows, batch)
+        got = plain(self, name, k, columns, rows)
         return got.reverse() if later else got  # a later read in another order
 
     monkeypatch.setattr(shards.DatabaseShards, "read", read_reversed)
@@ -464,44 +463,6 @@ def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
         assert first.collect().equals(whole[0])
         read[1]["transactions"].select("customer_id").collect()
         assert reads[-1] == ("transactions", 1, list(whole[1].columns))  # all, once
-
-def test_shards_read_together_hold_what_each_holds_alone(
-        seeded: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shards scored side by side read each export once for all of them; each still gets
-    exactly its own rows (an orphan line in shard 0 only, a shard with no rows empty)."""
-    ws = clone(seeded, tmp_path / "ws")
-    with ws.connect() as con:
-        con.execute("INSERT INTO line_items SELECT * REPLACE ('NO SUCH BILL' AS txn_id) "
-                    "FROM line_items LIMIT 1")
-        with shards.database_shards(con, 3) as read:
-            alone = {k: {n: f.collect() for n, f in read[k].items()} for k in range(3)}
-        queries: list[tuple[str, tuple[int, ...]]] = []
-        plain = shards.DatabaseShards._query
-
-        def counted(self: Any, name: str, ks: tuple[int, ...], select: str) -> str:
-            queries.append((name, ks))
-            return plain(self, name, ks, select)
-
-        monkeypatch.setattr(shards.DatabaseShards, "_query", counted)
-        with shards.database_shards(con, 3) as read:
-            for ks in ([0, 2], [1, 2]):
-                pieces = read.together(ks)
-                for k, frames in zip(ks, pieces, strict=True):
-                    for name, frame in frames.items():
-                        got = frame.collect()
-                        assert got.equals(alone[k][name]), (ks, k, name)
-            used = {k for (k,) in con.sql(
-                "SELECT DISTINCT hash(customer_id) % 1000 FROM transactions").fetchall()}
-            busy, free = min(used), min(set(range(1000)) - used)
-            some, none = read.resplit(1000).together([busy, free])
-            assert some["transactions"].collect().height
-            assert none["transactions"].collect().height == 0  # a shard with no customer
-            assert none["transactions"].collect_schema() == alone[0]["transactions"].schema
-    assert queries.count(("line_items", (0, 2))) == 1
-    assert queries.count(("transactions", (1, 2))) == 1
-    # No shard read an export of its own (stores are whole in every shard).
-    assert not [q for q in queries if len(q[1]) == 1 and q[0] != "stores"]
-
 
 def test_missing_shard_folder_gives_empty_frames_with_the_columns(seeded: Workspace,
                                                                   tmp_path: Path) -> None:

@@ -107,11 +107,7 @@ class LocalEngine:
             inputs = inputs.resplit(len(inputs) * together)
             self._say(f"local: {len(inputs)} customer shards, {together} at a time")
         for first in range(0, len(inputs), together):
-            batch = range(first, min(first + together, len(inputs)))
-            if isinstance(inputs, DatabaseShards):
-                pieces = inputs.together(batch)  # one read of each export for the batch
-            else:
-                pieces = [inputs[k] for k in batch]
+            pieces = [inputs[k] for k in range(first, min(first + together, len(inputs)))]
             yield from score_pieces(pieces, groups, as_of, config, workers=self.workers)
             if len(inputs) > 1:
                 self._say(f"local: scored shard {first + len(pieces)}/{len(inputs)}")

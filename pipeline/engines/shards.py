@@ -248,15 +248,6 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
     def __getitem__(self, k: int) -> dict[str, pl.LazyFrame]:  # type: ignore[override]
         if not 0 <= k < self._count:
             raise IndexError(k)
-        return self._frames(k, _Batch((k,)))
-
-    def together(self, shards: Sequence[int]) -> list[dict[str, pl.LazyFrame]]:
-        """Shards scored side by side: the first read of each export is one query for all of
-        them, split in memory (each shard's own query would scan the whole table again)."""
-        batch = _Batch(tuple(shards))
-        return [self._frames(k, batch) for k in batch.shards]
-
-    def _frames(self, k: int, batch: _Batch) -> dict[str, pl.LazyFrame]:
         out: dict[str, pl.LazyFrame] = {}
         for name in SOURCE_TABLES:
             schema = self._session.schemas.get(name)
@@ -265,34 +256,17 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
             elif name not in self._session.tables:
                 out[name] = pl.LazyFrame(schema=schema)
             else:
-                out[name] = _ShardTable(self, name, k, batch).frame()
+                out[name] = _ShardTable(self, name, k).frame()
         return out
 
     def read(self, name: str, k: int, columns: Sequence[str],
-             rows: pl.Series | None = None, batch: _Batch | None = None) -> pl.DataFrame:
-        """Shard `k`'s `columns` of export `name`, with the table's ``ROWID`` first.
-
-        `rows`: the shard's row ids, when an earlier read found them. `batch`: shards read
-        together; a shard of it may get the columns an earlier shard of it asked for."""
+             rows: pl.Series | None = None) -> pl.DataFrame:
+        """Shard `k`'s `columns` of export `name`, with the table's ``ROWID`` first; `rows`:
+        the row ids of the shard, when an earlier read found them."""
         select = ", ".join(["x.rowid AS " + ROWID, *(f"x.{quote_ident(c)}" for c in columns)])
         session = self._session
-        together = (batch is not None and len(batch.shards) > 1 and rows is None
-                    and self._count > 1 and name not in SHARED)
         with session.lock:
             session.wanted[name].update(columns)
-            if together:
-                assert batch is not None
-                kept = batch.kept.pop((name, k), None)
-                if kept is not None:
-                    return kept
-                arrow = session.con.sql(self._query(name, batch.shards, select)).to_arrow_table()
-                whole = pl.from_arrow(arrow)
-                assert isinstance(whole, pl.DataFrame)
-                parts = whole.partition_by(SHARD, as_dict=True, include_key=False)
-                for j in batch.shards:
-                    part = parts.get((j,), whole.clear().drop(SHARD)).rechunk()
-                    batch.kept[(name, j)] = part
-                return batch.kept.pop((name, k))
             if rows is not None and self._count > 1 and name not in SHARED:
                 # By row id: a shard's line items are otherwise a join on every bill's text id
                 # again (~2 s at 10 M transactions against 0.2 s).
@@ -304,46 +278,29 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
                 finally:
                     session.con.unregister(ROWS)
             else:
-                arrow = session.con.sql(self._query(name, (k,), select)).to_arrow_table()
+                arrow = session.con.sql(self._query(name, k, select)).to_arrow_table()
         # One chunk per column: DuckDB hands over many batches, and polars works faster on
         # contiguous columns (~5% of a shard's scoring).
         return pl.from_arrow(arrow).rechunk()  # type: ignore[return-value]
 
-    def _query(self, name: str, shards: tuple[int, ...], select: str) -> str:
-        """The rows of `shards` of export `name` as `select` over ``x``, tagged with their shard
-        number (``SHARD``) when there are several (the numbers inlined, as in `_shard_of`).
-        Called with the session's lock held."""
-        table, n = quote_ident(name), int(self._count)
-        listed = ", ".join(str(int(k)) for k in shards)
-
-        def tagged(shard: str) -> str:
-            return f"{select}, {shard} AS {SHARD}" if len(shards) > 1 else select
-
+    def _query(self, name: str, k: int, select: str) -> str:
+        """Shard `k`'s rows of export `name` as `select` over ``x`` (the numbers inlined, as in
+        `_shard_of`). Called with the session's lock held."""
+        table, n, k = quote_ident(name), int(self._count), int(k)
         session = self._session
         if n == 1 or name in SHARED:
             return f"SELECT {select} FROM {table} x"
         if name == "line_items":
             if "transactions" not in session.present:  # every line is an orphan: shard 0
-                return f"SELECT {tagged('0')} FROM {table} x" + ("" if 0 in shards else " LIMIT 0")
+                return f"SELECT {select} FROM {table} x" + ("" if k == 0 else " LIMIT 0")
             session.owners()
-            shard = f"if(o.{SHARD} IS NULL, 0, o.{SHARD} % {n})"
-            mine = (f"SELECT {tagged(shard)} FROM line_items x JOIN {OWNERS} o "
-                    f"ON o.txn_id = x.txn_id WHERE {shard} IN ({listed})")
-            orphans = (f"SELECT {tagged('0')} FROM line_items x "
+            mine = (f"SELECT {select} FROM line_items x SEMI JOIN {OWNERS} o ON o.txn_id = "
+                    f"x.txn_id AND if(o.{SHARD} IS NULL, 0, o.{SHARD} % {n}) = {k}")
+            orphans = (f"SELECT {select} FROM line_items x "
                        f"ANTI JOIN {OWNERS} o ON o.txn_id = x.txn_id")
-            return mine + (f" UNION ALL {orphans}" if 0 in shards else "")
+            return mine + (f" UNION ALL {orphans}" if k == 0 else "")
         source, owner = _linked(f"{table} x", "x.customer_id", session.linked())
-        shard = _shard_of(owner, n)
-        return f"SELECT {tagged(shard)} FROM {source} WHERE {shard} IN ({listed})"
-
-
-class _Batch:
-    """Shards read together (`DatabaseShards.together`), and the first reads a shard of them
-    has not taken yet."""
-
-    def __init__(self, shards: tuple[int, ...]) -> None:
-        self.shards = shards
-        self.kept: dict[tuple[str, int], pl.DataFrame] = {}
+        return f"SELECT {select} FROM {source} WHERE {_shard_of(owner, n)} = {k}"
 
 
 ROWID = "__milestones_rowid"
@@ -359,8 +316,8 @@ class _ShardTable:
     filled. The first read of a shard takes every column an earlier shard needed.
     """
 
-    def __init__(self, shards: DatabaseShards, name: str, k: int, batch: _Batch) -> None:
-        self._shards, self._name, self._k, self._batch = shards, name, k, batch
+    def __init__(self, shards: DatabaseShards, name: str, k: int) -> None:
+        self._shards, self._name, self._k = shards, name, k
         self._schema = shards.schema(name)
         self._held: pl.DataFrame | None = None
         self._lock = threading.Lock()
@@ -385,19 +342,23 @@ class _ShardTable:
     def _columns(self, columns: Sequence[str]) -> pl.DataFrame:
         with self._lock:
             held = self._held
+            have = set() if held is None else set(held.columns)
+            fetch = set(columns) - have
             if held is None:  # what earlier shards needed comes in the same read
-                fetch = set(columns) | self._shards.wanted(self._name)
-                first = [c for c in self._schema if c in fetch]
-                # A shard read together with others may get what another asked for.
-                held = self._shards.read(self._name, self._k, first, batch=self._batch)
-            missing = [c for c in self._schema if c in set(columns) - set(held.columns)]
+                fetch |= self._shards.wanted(self._name)
+            missing = [c for c in self._schema if c in fetch]
             if missing:
-                read = self._shards.read(self._name, self._k, missing, held[ROWID])
-                if not read[ROWID].equals(held[ROWID]):  # rows came in another order
-                    read = held.select(ROWID).join(read, on=ROWID, how="left",
-                                                   maintain_order="left")
-                held = held.hstack(read.drop(ROWID).get_columns())
-            self._held = held
+                rows = None if held is None else held[ROWID]
+                read = self._shards.read(self._name, self._k, missing, rows)
+                if held is None:
+                    held = read
+                else:
+                    if not read[ROWID].equals(held[ROWID]):  # rows came in another order
+                        read = held.select(ROWID).join(read, on=ROWID, how="left",
+                                                       maintain_order="left")
+                    held = held.hstack(read.drop(ROWID).get_columns())
+                self._held = held
+            assert held is not None
         return held.select(columns)
 
 
