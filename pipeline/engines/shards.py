@@ -273,16 +273,17 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
                 # their shard is a filter, cheaper than matching millions of row ids.
                 session.con.register(ROWS, rows.to_frame("r"))
                 try:
-                    arrow = session.con.sql(
+                    frame = session.con.sql(
                         f"SELECT {select} FROM {quote_ident(name)} x "
-                        f"WHERE x.rowid IN (SELECT r FROM {ROWS})").to_arrow_table()
+                        f"WHERE x.rowid IN (SELECT r FROM {ROWS})").pl()
                 finally:
                     session.con.unregister(ROWS)
             else:
-                arrow = session.con.sql(self._query(name, k, select)).to_arrow_table()
-        # One chunk per column: DuckDB hands over many batches, and polars works faster on
-        # contiguous columns (~5% of a shard's scoring).
-        return pl.from_arrow(arrow).rechunk()  # type: ignore[return-value]
+                frame = session.con.sql(self._query(name, k, select)).pl()
+        # One chunk per column (polars works faster on contiguous columns, ~5% of a shard's
+        # scoring). `.pl()` mostly hands over one already: cheaper than Arrow batches rechunked
+        # (5 M transactions: 0.23 s against 0.4-0.6 s).
+        return frame.rechunk()
 
     def _query(self, name: str, k: int, select: str) -> str:
         """Shard `k`'s rows of export `name` as `select` over ``x`` (the numbers inlined, as in
@@ -364,8 +365,7 @@ class _ShardTable:
 
 
 def _schema(con: duckdb.DuckDBPyConnection, table: str) -> pl.Schema:
-    empty = con.sql(f"SELECT * FROM {quote_ident(table)} LIMIT 0").to_arrow_table()
-    return pl.from_arrow(empty).schema  # type: ignore[union-attr]
+    return con.sql(f"SELECT * FROM {quote_ident(table)} LIMIT 0").pl().schema
 
 
 def record_count(con: duckdb.DuckDBPyConnection) -> int:
