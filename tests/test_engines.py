@@ -30,7 +30,7 @@ from pipeline.config import Config
 from pipeline.engines import dask as dask_engine
 from pipeline.engines import make_engine, shards
 from pipeline.engines.local import LocalEngine
-from pipeline.errors import UsageError
+from pipeline.errors import MilestonesError, UsageError
 from pipeline.loading import load_exports
 from pipeline.scoring.engine import TABLES, ScoreResult, score
 from pipeline.staging import EARNED, Staging
@@ -463,6 +463,23 @@ def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
         assert first.collect().equals(whole[0])
         read[1]["transactions"].select("customer_id").collect()
         assert reads[-1] == ("transactions", 1, list(whole[1].columns))  # all, once
+
+def test_a_shard_whose_rows_change_between_reads_is_an_error_not_a_misalignment(
+        seeded: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = shards.DatabaseShards.read
+
+    def one_row_fewer_later(self: Any, name: str, k: int, columns: Any, rows: Any = None) -> Any:
+        got = plain(self, name, k, columns, rows)
+        return got if rows is None else got.head(-1)
+
+    monkeypatch.setattr(shards.DatabaseShards, "read", one_row_fewer_later)
+    with seeded.connect(read_only=True) as con, shards.database_shards(con, 2) as read:
+        first = read[0]["transactions"]
+        first.select("txn_id").collect()
+        with pytest.raises(MilestonesError, match="transactions export changed"):
+            first.select("amount").collect()
+        assert read[1]["events"].select(pl.len()).collect().item() > 0  # needs no column
+
 
 def test_missing_shard_folder_gives_empty_frames_with_the_columns(seeded: Workspace,
                                                                   tmp_path: Path) -> None:

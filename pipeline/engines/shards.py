@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from pipeline.errors import MilestonesError
 from pipeline.runs import SOURCE_TABLES
 from pipeline.workspace import base_tables, quote_ident, quote_literal
 
@@ -262,7 +263,8 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
     def read(self, name: str, k: int, columns: Sequence[str],
              rows: pl.Series | None = None) -> pl.DataFrame:
         """Shard `k`'s `columns` of export `name`, with the table's ``ROWID`` first; `rows`:
-        the row ids of the shard, when an earlier read found them."""
+        the row ids of the shard, when an earlier read found them (line items are then read
+        by them)."""
         select = ", ".join(["x.rowid AS " + ROWID, *(f"x.{quote_ident(c)}" for c in columns)])
         session = self._session
         with session.lock:
@@ -331,7 +333,8 @@ class _ShardTable:
     def _scan(self, with_columns: list[str] | None, predicate: pl.Expr | None,
               n_rows: int | None, batch_size: int | None) -> Iterator[pl.DataFrame]:
         columns = list(self._schema) if with_columns is None else with_columns
-        out = self._columns(columns)
+        # No column at all would be a frame of no rows: a count needs one (polars asks for one).
+        out = self._columns(columns or list(self._schema)[:1])
         if predicate is not None:
             out = out.filter(predicate)
         if n_rows is not None:
@@ -355,6 +358,10 @@ class _ShardTable:
                 if held is None:
                     held = read
                 else:
+                    if read.height != held.height:
+                        raise MilestonesError(
+                            f"the {self._name} export changed while the run read it (shard "
+                            f"{self._k}: {held.height:,} rows, then {read.height:,}); run again")
                     if not read[ROWID].equals(held[ROWID]):  # rows came in another order
                         read = held.select(ROWID).join(read, on=ROWID, how="left",
                                                        maintain_order="left")

@@ -145,7 +145,7 @@ def _scored_pieces(
     """`_scored` for every piece (customer shard): a chain of one piece is one job."""
     jobs: list[tuple[float, Callable[[], list[tuple[int, ScoreResult]]]]] = []
     for sources in pieces:
-        plan = shared or plan_sharing(sources, groups, as_of, config)
+        plan = shared if shared is not None else plan_sharing(sources, groups, as_of, config)
         for chain in _chains(sources, groups, as_of, config):
             cost = sum(_estimated_cost(g) for _, g in chain)
             jobs.append((cost, _chain_job(sources, chain, as_of, config, plan)))
