@@ -26,8 +26,9 @@ from pipeline.engines.shards import (
 from pipeline.runs import ScoreFn, ScoreResultLike
 
 # Records (transactions + line items + events + points) scored at once, at most. A shard's records
-# are held in memory while it is scored (~0.55 GB for 6 M generated records, every column), and
-# scoring holds a few times that at its peak: at 10 M transactions the run's peak is ~4.1 GiB.
+# are held in memory while it is scored (the columns its groups read: ~0.55 GB for 6 M generated
+# records with every column), and scoring holds a few times that at its peak: at 10 M
+# transactions the run's scoring peaks at ~3.3 GiB.
 ROWS_PER_SHARD = 6_000_000
 SPLIT_FROM_RECORDS = 1_000_000
 
@@ -89,7 +90,7 @@ class LocalEngine:
         of one shard are held (plus, until a later group takes them, the measured rows of a
         group it shares).
 
-        When the groups make fewer chains (groups scored one after another, `engine._chains`)
+        When the groups make fewer chains (groups scored one after another, `chain_count`)
         than there are workers, each shard is split into `workers` finer shards scored side by
         side, so that no thread idles (two shards of half the size hold what one did)."""
         if self._score is not None:  # a test's stand-in: group by group
