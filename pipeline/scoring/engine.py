@@ -52,7 +52,8 @@ def score(
     a caller scoring one group per call passes one `plan_sharing` result to every call.
     `workers` > 1 scores groups in that many threads (`score_each`); the result is the same.
     """
-    scored = sorted(_scored(sources, groups, as_of, config, shared, workers), key=lambda p: p[0])
+    scored = sorted(_scored([sources], groups, as_of, config, shared, workers),
+                    key=lambda p: p[0])
     return merge_results([part for _, part in scored])
 
 
@@ -73,7 +74,7 @@ def score_each(
     rows (`sharing`) is scored right after it, in the same thread. The order of the results is
     not the order of `groups`.
     """
-    for _, part in _scored(sources, groups, as_of, config, shared, workers):
+    for _, part in _scored([sources], groups, as_of, config, shared, workers):
         yield part
 
 
@@ -118,23 +119,11 @@ def score_pieces(
     """`score_each` over several customer shards at once: every chain of every piece is a job
     for the `workers` threads. Why: a programme with fewer chains than threads leaves a core
     idle when scored piece after piece; split into as many pieces, it keeps both busy."""
-    for _, part in _scored_pieces(pieces, groups, as_of, config, None, workers):
+    for _, part in _scored(pieces, groups, as_of, config, None, workers):
         yield part
 
 
 def _scored(
-    sources: Mapping[str, pl.LazyFrame],
-    groups: list[Group],
-    as_of: date,
-    config: Config,
-    shared: SharedMeasures | None,
-    workers: int,
-) -> Iterator[tuple[int, ScoreResult]]:
-    """(position in `groups`, its result) for every group, chain by chain (see `_chains`)."""
-    return _scored_pieces([sources], groups, as_of, config, shared, workers)
-
-
-def _scored_pieces(
     pieces: Sequence[Mapping[str, pl.LazyFrame]],
     groups: list[Group],
     as_of: date,
@@ -142,7 +131,9 @@ def _scored_pieces(
     shared: SharedMeasures | None,
     workers: int,
 ) -> Iterator[tuple[int, ScoreResult]]:
-    """`_scored` for every piece (customer shard): a chain of one piece is one job."""
+    """(position in `groups`, its result) for every group of every piece (customer shard),
+    chain by chain (see `_chains`): a chain of one piece is one job. `shared` is a caller's
+    sharing plan for a single piece; None plans each piece."""
     jobs: list[tuple[float, Callable[[], list[tuple[int, ScoreResult]]]]] = []
     for sources in pieces:
         plan = shared if shared is not None else plan_sharing(sources, groups, as_of, config)
