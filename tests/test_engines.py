@@ -32,7 +32,7 @@ from pipeline.engines import make_engine, shards
 from pipeline.engines.local import LocalEngine
 from pipeline.errors import MilestonesError, UsageError
 from pipeline.loading import load_exports
-from pipeline.scoring.engine import TABLES, ScoreResult, score
+from pipeline.scoring.engine import TABLES, ScoreResult, merge_results, score
 from pipeline.staging import EARNED, Staging
 from pipeline.workspace import Workspace
 
@@ -463,6 +463,39 @@ def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
         assert first.collect().equals(whole[0])
         read[1]["transactions"].select("customer_id").collect()
         assert reads[-1] == ("transactions", 1, list(whole[1].columns))  # all, once
+
+def test_the_local_engine_probes_its_groups_so_each_shard_reads_each_export_once(
+        seeded: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any shard is read, the groups are scored over empty exports to learn the columns
+    they ask for: then every shard, the first one too, reads each record export in one query
+    (no read again for a column a later query needs), and the probe's rows never reach the
+    results."""
+    reads: list[tuple[str, int]] = []
+    plain = shards.DatabaseShards.read
+
+    def logged(self: Any, name: str, k: int, columns: Any, rows: Any = None) -> Any:
+        reads.append((name, k))
+        return plain(self, name, k, columns, rows)
+
+    monkeypatch.setattr(shards.DatabaseShards, "read", logged)
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        with shards.database_shards(con, 3) as read:
+            parts = list(LocalEngine(workers=1).parts(read, groups, AS_OF, seeded.config))
+    assert len(parts) == 3 * len(groups)
+    assert {name for name, _ in reads} >= {"transactions", "line_items", "events", "points"}
+    # The record exports; enrolments (small) may be read again: over no rows a group finds
+    # no enrolment rows and skips their lookups.
+    measured = [r for r in reads if r[0] in shards.MEASURED]
+    assert len(measured) == len(set(measured)), sorted(measured)
+    with seeded.connect(read_only=True) as con:
+        whole = score(runs.read_sources(con), groups, AS_OF, seeded.config)
+    got = merge_results(parts)
+    for name in ("target_progress", "period_achievements"):
+        key = [c for c in got.tables[name].columns if got.tables[name][c].dtype != pl.Object]
+        assert_frame_equal(got.tables[name].sort(key, nulls_last=True),
+                           whole.tables[name].sort(key, nulls_last=True), check_exact=True)
+
 
 def test_a_shard_whose_rows_change_between_reads_is_an_error_not_a_misalignment(
         seeded: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:

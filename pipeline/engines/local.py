@@ -100,6 +100,11 @@ class LocalEngine:
             return
         from pipeline.scoring.engine import chain_count, score_pieces
 
+        if isinstance(inputs, DatabaseShards) and len(inputs):
+            # The groups over empty exports first: they say which columns the shards read.
+            # Their results (and failures: the real rows report them) are dropped.
+            for _ in score_pieces([inputs.probe()], groups, as_of, config):
+                pass
         together = 1
         if (self.workers > 1 and isinstance(inputs, DatabaseShards) and len(inputs)
                 and inputs.record_count() >= self.split_from
