@@ -120,6 +120,13 @@ def test_progress_ignores_records_of_windows_without_a_base_row() -> None:
     assert out["achieved"].to_list() == [True, False]
     assert out["achieved_at"].to_list() == [T0 + timedelta(hours=2), None]
     assert out["last_activity_at"].to_list() == [T0 + timedelta(hours=2), T0 + timedelta(hours=3)]
+    # The output columns chosen in the same query: the same values, literals included, and
+    # every column in one aligned piece (a later select or filter then copies nothing).
+    picked = measures.progress(base, rows, select=[
+        pl.lit(7, dtype=pl.Int64).alias("group_id"), pl.col("_cust"), pl.col("value")])
+    assert picked.columns == ["group_id", "_cust", "value"]
+    assert picked.rows() == [(7, *r) for r in out.select("_cust", "value").rows()]
+    assert set(picked.n_chunks("all")) == {1}
 
 
 def _target_rows(seed: int, tid: int) -> pl.DataFrame:

@@ -474,8 +474,7 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         )
         contribs = pl.concat([contribs, placed.collect()], how="vertical_relaxed")
         in_order = False
-    prog = measures.progress(base.collect(), contribs, in_order=in_order)
-    return prog.select(
+    return measures.progress(base.collect(), contribs, in_order=in_order, select=[
         pl.lit(ctx.group.group_id, dtype=pl.Int64).alias("group_id"),
         pl.lit(target.target_id, dtype=pl.Int64).alias("target_id"),
         pl.col("_cust").alias("customer_id"),
@@ -489,7 +488,7 @@ def target_frame(ctx: GroupContext, plan: GroupPlan, target: Target) -> pl.DataF
         pl.col("achieved"),
         pl.col("achieved_at").cast(UTC_TS),
         pl.col("last_activity_at").cast(UTC_TS),
-    )
+    ])
 
 
 def _win_keys(lay: Layout) -> list[str]:

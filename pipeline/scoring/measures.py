@@ -14,6 +14,7 @@ search on a packed Int64 key instead of a hash join over the whole customer x wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 import polars as pl
@@ -267,11 +268,17 @@ def _base_rows_of(base: pl.DataFrame, windows: pl.DataFrame) -> pl.Series:
 
 
 def progress(
-    base: pl.DataFrame, contributions: pl.DataFrame, *, in_order: bool = False
+    base: pl.DataFrame,
+    contributions: pl.DataFrame,
+    *,
+    in_order: bool = False,
+    select: Sequence[pl.Expr] | None = None,
 ) -> pl.DataFrame:
     """`base` (``_cust, _win, target_value, _balance`` and window columns, one row per customer
     and window) with ``value, achieved, achieved_at, last_activity_at`` measured from the
-    contributions (``CONTRIB_COLS``; `in_order` when already in ``ORDER``).
+    contributions (``CONTRIB_COLS``; `in_order` when already in ``ORDER``); `select`: the
+    columns to return, computed in the same query (a select afterwards copied every column
+    again, to align the chunks of its literal columns: ~10% of a run's scoring CPU).
 
     One pass over the records in order: running values by segment sums, the last row of each
     (customer, window) carries its measure and last activity, the first row at or above the
@@ -335,5 +342,6 @@ def progress(
             .alias("achieved_at")
         )
         .drop("__v", "__reached")
-        .collect()
+        .select(select if select is not None else pl.all())
+        .collect(engine="in-memory")
     )
