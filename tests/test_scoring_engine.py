@@ -69,6 +69,34 @@ def test_original_mode_late_return_unachieves_the_bill_window():
     assert row["last_activity_at"][0] == ts("2023-11-21T08:00:00")
 
 
+def test_a_return_naming_no_known_bill_is_parentless_one_naming_an_uncounted_bill_takes_nothing():
+    """SPEC §13 "Returns and parents", for parent ids a loader would not have checked: an id no
+    transaction has makes the return parentless (its own rule and window), a regular bill that
+    did not count makes it take nothing, a counted bill's return reduces that bill's window."""
+    g = group(
+        targets=(target(1, "big", rule=gt("amount", "-100"), values=("100",)),),
+        periods=periods(("2024-01-01", "2024-01-31", "JAN"), ("2024-02-01", "2024-02-29", "FEB")),
+    )
+    data = [
+        txn("a", 1, "2024-01-05T10:00:00", "150"),
+        txn("small", 1, "2024-01-06T10:00:00", "-150"),  # fails the rule: never counts
+        ret("r1", 1, "2024-02-03T10:00:00", "20", parent="a"),  # counted: January
+        ret("r2", 1, "2024-02-04T10:00:00", "30", parent="small"),  # did not count: nothing
+        ret("r3", 1, "2024-02-05T10:00:00", "40", parent="gone"),  # unknown: parentless, Feb
+        txn("b", 1, "2024-02-06T10:00:00", "100"),
+    ]
+    res = run([g], "2024-02-29", transactions=data)
+    assert rows(res.tables["target_progress"], "period_index", "value", "achieved") == [
+        (1, D("130"), True),
+        (2, D("60"), False),
+    ]
+    # Every named parent counted: the lookup among all bills is skipped, same answer.
+    plain = [r for r in data if r["txn_id"] not in ("r2", "r3")]
+    res = run([g], "2024-02-29", transactions=plain)
+    assert rows(res.tables["target_progress"], "period_index", "value") == [
+        (1, D("130")), (2, D("100"))]
+
+
 def test_records_after_the_end_of_as_of_are_ignored():
     res = run([STREAK_SEED], "2023-11-18", transactions=SEED_TXNS)
     tp = res.tables["target_progress"]

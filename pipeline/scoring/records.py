@@ -417,7 +417,7 @@ def has_returns(ctx: GroupContext, target: Target) -> bool:
 
 
 def return_records(
-    ctx: GroupContext, target: Target, *, passing_only: bool = False
+    ctx: GroupContext, target: Target, *, passing_only: bool = False, named: bool = False
 ) -> pl.LazyFrame:
     """Return transactions (TRANSACTION) or returned lines (LINEITEM) with what they take away.
 
@@ -425,6 +425,8 @@ def return_records(
     the rule and filters applied to the return itself (used only without a known parent).
     `passing_only`: as for `regular_records`, returned lines whose line-only rule fails are
     dropped before the join (a returned line counts only when its rule holds, parent or not).
+    `named`: ``_parent`` is the parent id as exported, not looked up (`regular_bills` does it
+    for the few a caller cannot place otherwise).
     """
     if target.entity is TargetEntity.TRANSACTION:
         t = _transactions(ctx).filter(pl.col("type") == "RETURN")
@@ -456,20 +458,28 @@ def return_records(
             *_checks(ctx, target, resolver),
             _line_attr(ctx, target, frame, returns=True).fill_null(0).alias("_red"),
         )
-    # Known parents: the returns' parent ids (few) looked up among the regular bills (many), so
-    # the hash table is built on the small side.
-    parents = out.select(pl.col("_p").alias("txn_id")).drop_nulls().unique()
-    known = (
-        _transactions(ctx)
-        .filter(pl.col("type") == "REGULAR")
-        .select("txn_id")
-        .join(parents, on="txn_id", how="semi")
-        .select(pl.col("txn_id").alias("_known"))
-    )
+    if named:
+        return out.rename({"_p": "_parent"})
+    known = regular_bills(ctx, out.select(pl.col("_p").alias("_known")))
     out = out.join(known, left_on="_p", right_on="_known", how="left", coalesce=False)
     return out.with_columns(
         pl.when(pl.col("_known").is_not_null()).then(pl.col("_p")).alias("_parent")
     ).drop("_p", "_known")
+
+
+def regular_bills(ctx: GroupContext, ids: pl.LazyFrame) -> pl.LazyFrame:
+    """The distinct ids of the one-column frame `ids` that are regular transactions (under the
+    same column name). The ids (few: returns' parents) are looked up among the regular bills
+    (many), so the hash table is built on the small side."""
+    name = ids.collect_schema().names()[0]
+    wanted = ids.drop_nulls().unique().rename({name: "txn_id"})
+    return (
+        _transactions(ctx)
+        .filter(pl.col("type") == "REGULAR")
+        .select("txn_id")
+        .join(wanted, on="txn_id", how="semi")
+        .select(pl.col("txn_id").alias(name))
+    )
 
 
 def limit(frame: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:

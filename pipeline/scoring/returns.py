@@ -15,6 +15,7 @@ from collections.abc import Callable
 import polars as pl
 
 from pipeline.definitions.model import TargetEntity
+from pipeline.scoring import records
 from pipeline.scoring.context import GroupContext
 from pipeline.scoring.measures import CONTRIB_COLS
 
@@ -32,24 +33,36 @@ def placed_returns(
     """Returns with their window ``_win`` and ``_contrib`` = minus what they take away.
 
     Args:
-        returns: from `records.return_records`, already limited to D and enrolment, with ``_date``.
+        returns: from `records.return_records` with ``named=True`` (``_parent``: the parent id
+            as exported), already limited to D and enrolment, with ``_date``.
         counted_bills: ``_bill, _win`` of the regular bills that counted for this target.
         assign_own: puts records into the window holding their ``_date``.
         assign_next: puts records into the first window starting after their ``_date``.
     """
     mode = ctx.config.returns_mode
-    known = returns.filter(pl.col("_parent").is_not_null())
-    if entity is TargetEntity.LINEITEM:
-        known = known.filter(pl.col("_rule"))
+    named = returns.filter(pl.col("_parent").is_not_null())
     # Only the bills some return names: a semi join with the (few) parents before `unique`,
     # rather than deduplicating every counted bill.
     bills = (
         counted_bills.select(pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin"))
-        .join(known.select("_parent").unique(), on="_parent", how="semi")
+        .join(named.select("_parent").unique(), on="_parent", how="semi")
         .unique()
+        .collect()
+        .lazy()
     )
-    known = known.join(bills, on="_parent", how="inner")
-    parentless = returns.filter(pl.col("_parent").is_null() & pl.col("_pass"))
+    known = named.join(bills, on="_parent", how="inner")  # the parent counted
+    if entity is TargetEntity.LINEITEM:
+        known = known.filter(pl.col("_rule"))
+    # A named parent that did not count: a regular bill of the customer's (the return takes
+    # nothing), or no known bill (the return is parentless). Usually every named parent
+    # counted, and the lookup among all regular bills is skipped.
+    missed = named.join(bills, on="_parent", how="anti").collect()
+    parentless = returns.filter(pl.col("_parent").is_null())
+    if missed.height:
+        regular = records.regular_bills(ctx, missed.lazy().select("_parent"))
+        unknown = missed.lazy().join(regular, on="_parent", how="anti")
+        parentless = pl.concat([parentless, unknown], how="vertical_relaxed")
+    parentless = parentless.filter(pl.col("_pass"))
     if mode == "original":
         known = known.with_columns(pl.col("_pwin").alias("_win"))
         parentless = assign_own(parentless)
