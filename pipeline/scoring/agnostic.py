@@ -36,13 +36,12 @@ def _stream(ctx: GroupContext, columns: list[str] | None = None) -> pl.DataFrame
     )
     parts = [reg]
     if records.has_returns(ctx, target):
-        # Collected once: read three times below (see `engine.target_frame`).
         rets = records.limit(records.return_records(ctx, target, passing_only=True), ctx)
         if g.start_date is not None:
             rets = rets.filter(pl.col("_date") >= pl.lit(g.start_date))
         if g.end_date is not None:
             rets = rets.filter(pl.col("_date") <= pl.lit(g.end_date))
-        rets = rets.collect().lazy()
+        rets = rets.collect().lazy()  # read three times below: run once (see engine)
         known = rets.filter(pl.col("_parent").is_not_null())
         if target.entity is TargetEntity.LINEITEM:
             known = known.filter(pl.col("_rule"))

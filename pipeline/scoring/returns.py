@@ -53,9 +53,9 @@ def placed_returns(
     known = named.join(bills, on="_parent", how="inner")  # the parent counted
     if entity is TargetEntity.LINEITEM:
         known = known.filter(pl.col("_rule"))
-    # A named parent that did not count: a regular bill of the customer's (the return takes
-    # nothing), or no known bill (the return is parentless). Usually every named parent
-    # counted, and the lookup among all regular bills is skipped.
+    # A named parent that did not count is either a regular bill (the return takes nothing) or
+    # no known bill (the return is parentless). Usually every named parent counted, and the
+    # lookup among all regular bills is skipped.
     missed = named.join(bills, on="_parent", how="anti").collect()
     parentless = returns.filter(pl.col("_parent").is_null())
     if missed.height:
