@@ -386,7 +386,8 @@ def _commit(
 
     selected = {name: _in_scope(relation, scope, name) for name, relation in new.items()}
     rows_out = {name: _rows(con, query) for name, query in selected.items()}
-    rows_out |= {"awards": _rows(con, awards), "revocations": _rows(con, revocations)}
+    rows_out |= {"awards": _rows(con, f"SELECT * FROM {awards}"),
+                 "revocations": _rows(con, f"SELECT * FROM {revocations}")}
     status = _status(groups, failures)
     tmp = out_dir / f".{run_id}.tmp"
     info: dict[str, Any] = {
