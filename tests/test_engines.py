@@ -498,6 +498,29 @@ def test_the_local_engine_probes_its_groups_so_each_shard_reads_each_export_once
                            whole.tables[name].sort(columns, nulls_last=True), check_exact=True)
 
 
+def test_a_probe_that_fails_does_not_fail_the_scoring(
+        seeded: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe over empty exports is only a hint: if scoring no rows raised, the shards read
+    their columns as queries ask, and the results are those of scoring without a probe."""
+    def broken(self: Any) -> dict[str, pl.LazyFrame]:
+        raise RuntimeError("a probe that breaks")
+
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        with shards.database_shards(con, 2) as read:
+            expected = merge_results(LocalEngine(workers=1).parts(read, groups, AS_OF,
+                                                                  seeded.config))
+        monkeypatch.setattr(shards.DatabaseShards, "probe", broken)
+        with shards.database_shards(con, 2) as read:
+            got = merge_results(LocalEngine(workers=1).parts(read, groups, AS_OF,
+                                                             seeded.config))
+    for name in ("target_progress", "period_achievements"):
+        assert got.tables[name].height
+        columns = got.tables[name].columns
+        assert_frame_equal(got.tables[name].sort(columns, nulls_last=True),
+                           expected.tables[name].sort(columns, nulls_last=True))
+
+
 def test_a_shard_whose_rows_change_between_reads_is_an_error_not_a_misalignment(
         seeded: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     plain = shards.DatabaseShards.read

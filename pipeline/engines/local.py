@@ -8,6 +8,7 @@ the data set.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -102,9 +103,11 @@ class LocalEngine:
 
         if isinstance(inputs, DatabaseShards) and len(inputs):
             # The groups over empty exports first: they say which columns the shards read.
-            # Their results (and failures: the real rows report them) are dropped.
-            for _ in score_pieces([inputs.probe()], groups, as_of, config):
-                pass
+            # Their results are dropped, and so is any error: the probe is only a hint, and
+            # scoring the real rows reports a real failure.
+            with contextlib.suppress(Exception):
+                for _ in score_pieces([inputs.probe()], groups, as_of, config):
+                    pass
         together = 1
         if (self.workers > 1 and isinstance(inputs, DatabaseShards) and len(inputs)
                 and inputs.record_count() >= self.split_from
