@@ -190,6 +190,25 @@ def test_period_agnostic_cycle_closes_at_reaching_record_without_carry_over():
     ]
 
 
+def test_period_agnostic_return_of_an_unknown_bill_is_parentless_of_an_uncounted_one_nothing():
+    """The agnostic stream matches returns to parents as FIXED windows do (`returns.by_parent`):
+    an unknown parent id counts on the return's own rule at its own time; a regular bill that
+    did not count takes nothing."""
+    g = group(evaluation="PERIOD_AGNOSTIC_WINDOW",
+              targets=(target(1, "spend", rule=gt("amount", "-100"), values=("100",)),))
+    data = [
+        txn("a", 1, "2024-01-01T10:00:00", "70"),
+        txn("small", 1, "2024-01-02T10:00:00", "-150"),  # fails the rule: never counts
+        ret("r1", 1, "2024-01-03T10:00:00", "30", parent="small"),  # takes nothing
+        ret("r2", 1, "2024-01-04T10:00:00", "20", parent="gone"),  # parentless: -20
+        txn("b", 1, "2024-01-05T10:00:00", "60"),
+    ]
+    res = run([g], "2024-01-31", transactions=data)
+    assert rows(res.tables["target_progress"], "period_index", "status", "value", "achieved") == [
+        (1, "ENDED", D("110"), True),
+    ]
+
+
 @pytest.mark.parametrize(
     "values, expected",
     [

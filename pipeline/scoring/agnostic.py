@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.definitions.model import TargetEntity, TargetType
-from pipeline.scoring import enrolment, kinds, measures, records
+from pipeline.scoring import enrolment, kinds, measures, records, returns
 from pipeline.scoring.combine import combine
 from pipeline.scoring.context import DEC, LOCAL_TS, UTC_TS, GroupContext, sorted_cum_sum
 from pipeline.scoring.results import TARGET_PROGRESS, GroupScore
@@ -34,25 +34,19 @@ def _stream(ctx: GroupContext, columns: list[str] | None = None) -> pl.DataFrame
     reg = reg.with_columns(pl.col("_attr").alias("_amount"), pl.lit(True).alias("_regular")).select(
         cols
     )
+    with_returns = records.has_returns(ctx, target)
+    if with_returns:
+        reg = reg.collect().lazy()  # read twice: for the stream and for the returns' parents
     parts = [reg]
-    if records.has_returns(ctx, target):
-        rets = records.limit(records.return_records(ctx, target, passing_only=True), ctx)
+    if with_returns:
+        rets = records.return_records(ctx, target, passing_only=True, named=True)
+        rets = records.limit(rets, ctx)
         if g.start_date is not None:
             rets = rets.filter(pl.col("_date") >= pl.lit(g.start_date))
         if g.end_date is not None:
             rets = rets.filter(pl.col("_date") <= pl.lit(g.end_date))
-        rets = rets.collect().lazy()  # read three times below: run once (see engine)
-        known = rets.filter(pl.col("_parent").is_not_null())
-        if target.entity is TargetEntity.LINEITEM:
-            known = known.filter(pl.col("_rule"))
-        # The counted bills that some return names (semi join first: returns are few).
-        bills = (
-            reg.select(pl.col("_bill").alias("_parent"))
-            .join(known.select("_parent"), on="_parent", how="semi")
-            .unique()
-        )
-        known = known.join(bills, on="_parent", how="inner")
-        parentless = rets.filter(pl.col("_parent").is_null() & pl.col("_pass"))
+        rets = rets.collect().lazy()  # read several times by `by_parent`: run once
+        known, parentless = returns.by_parent(ctx, target.entity, rets, reg.select("_bill"))
         for r in (known, parentless):
             parts.append(
                 r.with_columns(

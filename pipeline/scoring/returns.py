@@ -40,29 +40,9 @@ def placed_returns(
         assign_next: puts records into the first window starting after their ``_date``.
     """
     mode = ctx.config.returns_mode
-    named = returns.filter(pl.col("_parent").is_not_null())
-    # Only the bills some return names: a semi join with the (few) parents before `unique`,
-    # rather than deduplicating every counted bill.
-    bills = (
-        counted_bills.select(pl.col("_bill").alias("_parent"), pl.col("_win").alias("_pwin"))
-        .join(named.select("_parent").unique(), on="_parent", how="semi")
-        .unique()
-        .collect()
-        .lazy()
+    known, parentless = by_parent(
+        ctx, entity, returns, counted_bills.select("_bill", pl.col("_win").alias("_pwin"))
     )
-    known = named.join(bills, on="_parent", how="inner")  # the parent counted
-    if entity is TargetEntity.LINEITEM:
-        known = known.filter(pl.col("_rule"))
-    # A named parent that did not count is either a regular bill (the return takes nothing) or
-    # no known bill (the return is parentless). Usually every named parent counted, and the
-    # lookup among all regular bills is skipped.
-    missed = named.join(bills, on="_parent", how="anti").collect()
-    parentless = returns.filter(pl.col("_parent").is_null())
-    if missed.height:
-        regular = records.regular_bills(ctx, missed.lazy().select("_parent"))
-        unknown = missed.lazy().join(regular, on="_parent", how="anti")
-        parentless = pl.concat([parentless, unknown], how="vertical_relaxed")
-    parentless = parentless.filter(pl.col("_pass"))
     if mode == "original":
         known = known.with_columns(pl.col("_pwin").alias("_win"))
         parentless = assign_own(parentless)
@@ -77,3 +57,37 @@ def placed_returns(
         ],
         how="vertical_relaxed",
     )
+
+
+def by_parent(
+    ctx: GroupContext, entity: TargetEntity, returns: pl.LazyFrame, bills: pl.LazyFrame
+) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """(known, parentless): the returns whose parent is one of the counted `bills` (``_bill``
+    and any columns to carry, which the known returns get), and the returns that count on their
+    own rule (``_pass``) because their parent is no known bill.
+
+    `returns`: from `records.return_records` with ``named=True`` (``_parent``: the parent id as
+    exported). A named parent that did not count is either a regular bill (the return takes
+    nothing) or no known bill (the return is parentless). Usually every named parent counted,
+    and the lookup among all regular bills is skipped.
+    """
+    named = returns.filter(pl.col("_parent").is_not_null())
+    # Only the bills some return names: a semi join with the (few) parents before `unique`,
+    # rather than deduplicating every counted bill.
+    bills = (
+        bills.rename({"_bill": "_parent"})
+        .join(named.select("_parent").unique(), on="_parent", how="semi")
+        .unique()
+        .collect()
+        .lazy()
+    )
+    known = named.join(bills, on="_parent", how="inner")
+    if entity is TargetEntity.LINEITEM:
+        known = known.filter(pl.col("_rule"))
+    missed = named.join(bills, on="_parent", how="anti").collect()
+    parentless = returns.filter(pl.col("_parent").is_null())
+    if missed.height:
+        regular = records.regular_bills(ctx, missed.lazy().select("_parent"))
+        unknown = missed.lazy().join(regular, on="_parent", how="anti")
+        parentless = pl.concat([parentless, unknown], how="vertical_relaxed")
+    return known, parentless.filter(pl.col("_pass"))
