@@ -9,10 +9,10 @@ waits for a line on stdin, so a test can hold the database without sleeping):
 3. read groups and sources
 4. score
 5. diff the earned rewards against the ledger
-6. write the run files to ``<out>/.<run_id>.tmp`` (fsynced, manifest last)
-7. BEGIN; replace the scoped rows of every output table
+6. write the run files to ``<out>/.<run_id>.tmp`` (fsynced; no manifest yet)
+7. BEGIN; replace the scoped rows of every output table (the inserts count the rows out)
 8. update the ledger and its audit log
-9. finish the `runs` row, record the folder, COMMIT
+9. write the folder's manifest (last), finish the `runs` row, record the folder, COMMIT
 10. rename ``<out>/.<run_id>.tmp`` to ``<out>/<run_id>``
 
 Dying anywhere before the COMMIT of step 9 leaves tables, ledger and files as they were (the
@@ -385,9 +385,9 @@ def _commit(
     _step(5)
 
     selected = {name: _in_scope(relation, scope, name) for name, relation in new.items()}
-    rows_out = {name: _rows(con, query) for name, query in selected.items()}
-    rows_out |= {"awards": _rows(con, f"SELECT * FROM {awards}"),
-                 "revocations": _rows(con, f"SELECT * FROM {revocations}")}
+    # The output tables' rows are counted by their inserts (step 7), for the manifest of step 9.
+    ledger_rows = {"awards": _rows(con, f"SELECT * FROM {awards}"),
+                   "revocations": _rows(con, f"SELECT * FROM {revocations}")}
     status = _status(groups, failures)
     tmp = out_dir / f".{run_id}.tmp"
     info: dict[str, Any] = {
@@ -399,7 +399,6 @@ def _commit(
         "groups": [g.name for g in ok],
         "failed_groups": failures,
         "rows_in": rows_in,
-        "rows_out": rows_out,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _names_sql(groups)
@@ -412,24 +411,28 @@ def _commit(
            f"ORDER BY group_id, target_id, period_index, rank")
     queries = {"awards": ledger.ordered(awards), "revocations": ledger.ordered(revocations),
                "capping_adjustments": capping, "leaderboard_top": top}
-    counts = {"awards": rows_out["awards"], "revocations": rows_out["revocations"],
-              "capping_adjustments": rows_out["capping_adjustments"],
-              "leaderboard_top": _rows(con, top)}
+    top_rows = _rows(con, top)
     # Streamed from DuckDB in batches: the award lines of a first run can be tens of millions.
-    files.write_run_folder(
-        tmp, {name: con.sql(q).pl(lazy=True) for name, q in queries.items()}, fmt, info, counts
+    files.write_run_files(
+        tmp, {name: con.sql(q).pl(lazy=True) for name, q in queries.items()}, fmt
     )
     _step(6)
     say("writing tables and ledger")
 
-    _room_for_ledger(con, rows_out["awards"])
+    _room_for_ledger(con, ledger_rows["awards"])
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, query in selected.items():
-            _replace(con, name, query, scope, run_id)
+        rows_out = {name: _replace(con, name, query, scope, run_id)
+                    for name, query in selected.items()}
+        rows_out |= ledger_rows
         _step(7)
         ledger.apply_tables(con, awards, revocations, run_id=run_id, at=clock())
         _step(8)
+        # Inside the transaction: if the run dies before its COMMIT, the next run deletes the
+        # hidden folder, manifest and all (`heal`), as before.
+        files.write_manifest(tmp, fmt, {**info, "rows_out": rows_out}, {
+            "awards": rows_out["awards"], "revocations": rows_out["revocations"],
+            "capping_adjustments": rows_out["capping_adjustments"], "leaderboard_top": top_rows})
         folder = out_dir / run_id
         con.execute(
             "UPDATE runs SET finished_at = $at, status = $status, groups = $groups, "
@@ -508,8 +511,9 @@ def _in_scope(relation: str, scope: Scope, table: str) -> str:
 
 def _replace(
     con: duckdb.DuckDBPyConnection, table: str, query: str, scope: Scope, run_id: str
-) -> None:
-    """Delete the table's rows in scope and insert the new ones (both cut by the same scope)."""
+) -> int:
+    """Delete the table's rows in scope and insert the new ones (both cut by the same scope);
+    returns how many were inserted."""
     has_customer, has_period = SCORED_TABLES[table]
     t = quote_ident(table)
     pred = scope.sql_predicate(t, customer=has_customer, period=has_period)
@@ -517,10 +521,11 @@ def _replace(
     columns = _columns(con, table)
     select = ", ".join("$run AS run_id" if c == "run_id" else quote_ident(c) for c in columns)
     names = ", ".join(quote_ident(c) for c in columns)
-    con.execute(
+    inserted = con.execute(
         f"INSERT INTO {t} ({names}) SELECT {select} FROM ({query})",
         {"run": run_id} if table == "target_progress" else None,
-    )
+    ).fetchall()
+    return int(inserted[0][0])
 
 
 def _names_sql(groups: Sequence[Group]) -> str:

@@ -272,6 +272,12 @@ def test_run_issues_rewards_and_writes_tables_ledger_and_files(ws: Workspace) ->
     assert manifest["rows_in"]["transactions"] == 3
     assert manifest["rows_out"]["awards"] == 2
     assert manifest["files"]["awards.csv"]["rows"] == 2
+    # Every output table's rows out, as its insert counted them: here, all the table holds.
+    with ws.connect() as con:
+        stored = {t: con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0]
+                  for t in runs.SCORED_TABLES}
+    assert manifest["rows_out"] == {**stored, "awards": 2, "revocations": 0}
+    assert manifest["rows_out"]["target_progress"] == 6
     assert not list(outcome.folder.parent.glob(".*.tmp"))
 
 
@@ -328,12 +334,15 @@ def test_range_run_leaves_rows_of_other_windows_untouched(ws: Workspace) -> None
     do_run(ws, as_of=date(2026, 11, 30), groups=("Spend 100",))
     add_txns(ws, ("t3", 7, "2026-11-04 10:00", "5"), ("r2", 7, "2026-11-20 10:00", "-100", "t2"))
 
-    do_run(ws, from_date=date(2026, 11, 1), to_date=date(2026, 11, 10), groups=("Spend 100",))
+    ranged = do_run(ws, from_date=date(2026, 11, 1), to_date=date(2026, 11, 10),
+                    groups=("Spend 100",))
 
     with ws.connect() as con:
         values = con.sql("SELECT ref_code, value FROM target_progress ORDER BY ref_code").fetchall()
     # NOV-A was rescored (125); NOV-B is outside the range and keeps 130 despite the return.
     assert values == [("NOV-A", Decimal("125")), ("NOV-B", Decimal("130"))]
+    manifest = json.loads((ranged.folder / "manifest.json").read_text())
+    assert manifest["rows_out"]["target_progress"] == 1  # the rows written: NOV-A's only
     assert ledger(ws)[("TARGET_ACHIEVED", "spend", 7, "NOV-B")] == "ISSUED"
 
 

@@ -87,20 +87,38 @@ def write_run_folder(
     Returns:
         The manifest as written.
     """
+    write_run_files(folder, frames, fmt)
+    counts = {name: frame.height if isinstance(frame, pl.DataFrame) else (rows or {})[name]
+              for name, frame in frames.items()}
+    return write_manifest(folder, fmt, info, counts)
+
+
+def write_run_files(
+    folder: Path, frames: Mapping[str, pl.DataFrame | pl.LazyFrame], fmt: str
+) -> None:
+    """The data files of `write_run_folder`, without the manifest (`write_manifest` adds it).
+
+    Why apart: a run writes its files before its transaction and its manifest inside it, once
+    the table inserts have counted the rows it reports (counting them beforehand was a second
+    pass over every staged row: ~9 s of a 245 s run at 10 M transactions)."""
     if folder.exists():
         for stale in folder.iterdir():
             stale.unlink()
     folder.mkdir(parents=True, exist_ok=True)
+    for name in FILE_NAMES:
+        write_frame(frames[name], folder / f"{name}.{fmt}", fmt)
+
+
+def write_manifest(
+    folder: Path, fmt: str, info: Mapping[str, Any], rows: Mapping[str, int]
+) -> dict[str, Any]:
+    """The manifest of the files `write_run_files` wrote: `info`, and each file's `rows`, size
+    and SHA-256. Written and flushed last: a folder with a manifest is whole."""
     files: dict[str, dict[str, Any]] = {}
     for name in FILE_NAMES:
         path = folder / f"{name}.{fmt}"
-        frame = frames[name]
-        write_frame(frame, path, fmt)
-        files[path.name] = {
-            "rows": frame.height if isinstance(frame, pl.DataFrame) else (rows or {})[name],
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
-        }
+        files[path.name] = {"rows": rows[name], "bytes": path.stat().st_size,
+                            "sha256": sha256_file(path)}
     manifest = {**info, "format": fmt, "files": files}
     path = folder / MANIFEST
     with path.open("w", encoding="utf-8") as fh:
