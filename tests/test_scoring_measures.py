@@ -87,7 +87,9 @@ def test_base_rows_of_finds_each_window_or_null(text: bool, shuffled: bool) -> N
     assert at.to_list() == want
 
 
-def test_progress_ignores_records_of_windows_without_a_base_row() -> None:
+def _base_and_records() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Two base rows (customers 1 and 2, window 1, target 5) and four records, one of customer
+    3, who has no base row."""
     base = pl.DataFrame(
         {
             "_cust": [1, 2],
@@ -115,13 +117,23 @@ def test_progress_ignores_records_of_windows_without_a_base_row() -> None:
             "_contrib": DEC,
         },
     )
+    return base, rows
+
+
+def test_progress_ignores_records_of_windows_without_a_base_row() -> None:
+    base, rows = _base_and_records()
     out = measures.progress(base, rows)
     assert out["value"].to_list() == [Decimal(5), Decimal(2)]
     assert out["achieved"].to_list() == [True, False]
     assert out["achieved_at"].to_list() == [T0 + timedelta(hours=2), None]
     assert out["last_activity_at"].to_list() == [T0 + timedelta(hours=2), T0 + timedelta(hours=3)]
-    # The output columns chosen in the same query: the same values, literals included, and
-    # every column in one aligned piece (a later select or filter then copies nothing).
+
+
+def test_progress_computes_the_selected_columns_in_one_aligned_chunk_each() -> None:
+    base, rows = _base_and_records()
+    out = measures.progress(base, rows)
+    # The same values, literals included, and every column in one piece (a later select or
+    # filter then copies nothing to align them).
     picked = measures.progress(base, rows, select=[
         pl.lit(7, dtype=pl.Int64).alias("group_id"), pl.col("_cust"), pl.col("value")])
     assert picked.columns == ["group_id", "_cust", "value"]
