@@ -44,7 +44,7 @@ from pipeline.definitions.model import Group
 from pipeline.errors import GroupsFailedError, InputError, UsageError
 from pipeline.rewards import files, ledger
 from pipeline.scope import Scope
-from pipeline.staging import EARNED, Staging, staged_or_empty
+from pipeline.staging import EARNED, Staging, empty_relation
 from pipeline.workspace import Workspace, base_tables, quote_ident, quote_literal
 
 if TYPE_CHECKING:
@@ -365,26 +365,26 @@ def _commit(
     failures = {g.name: staging.failures[g.name] for g in groups if g.name in staging.failures}
     ok = [g for g in groups if g.name not in failures]
     scope = Scope.build(ok, request.from_date, as_of)
-    new = {
-        name: staged_or_empty(staging, name, name,
-                              [c for c in _columns(con, name) if c != "run_id"])
-        for name in SCORED_TABLES
-    }
-    earned = staged_or_empty(staging, EARNED, "rewards", ledger.REWARD_COLUMNS)
     ids = ", ".join(str(g) for g in scope.group_ids) or "NULL"
     standing = f"(SELECT * FROM rewards WHERE group_id IN ({ids}))"
-    scope.sql_bind(con, [new["target_progress"], new["period_achievements"],
+    # The per-customer windows in scope come from the staged rows of those groups alone.
+    keyed = [staging.relation(name, only=scope.per_customer)
+             for name in ("target_progress", "period_achievements", EARNED)]
+    scope.sql_bind(con, [*(r for r in keyed if r is not None),
                          f"(SELECT * FROM target_progress WHERE group_id IN ({ids}))",
                          f"(SELECT * FROM period_achievements WHERE group_id IN ({ids}))",
-                         earned, standing])
+                         standing])
+    earned = _in_scope(staging, scope, EARNED, "rewards", ledger.REWARD_COLUMNS)
     awards, revocations = ledger.diff_sql(
-        con,
-        f"(SELECT * FROM {earned} e WHERE {scope.sql_predicate('e')})",
-        f"(SELECT * FROM {standing} r WHERE {scope.sql_predicate('r')})",
+        con, earned, f"(SELECT * FROM {standing} r WHERE {scope.sql_predicate('r')})"
     )
     _step(5)
 
-    selected = {name: _in_scope(relation, scope, name) for name, relation in new.items()}
+    selected = {
+        name: "SELECT * FROM " + _in_scope(staging, scope, name, name,
+                                           [c for c in _columns(con, name) if c != "run_id"])
+        for name in SCORED_TABLES
+    }
     # The output tables' rows are counted by their inserts (step 7), for the manifest of step 9.
     ledger_rows = {"awards": _rows(con, f"SELECT * FROM {awards}"),
                    "revocations": _rows(con, f"SELECT * FROM {revocations}")}
@@ -502,11 +502,14 @@ def _failure_text(failures: Mapping[str, str]) -> str | None:
     return "; ".join(f"{name}: {msg}" for name, msg in sorted(failures.items()))
 
 
-def _in_scope(relation: str, scope: Scope, table: str) -> str:
-    """The new rows of `table` (an SQL relation) that the run writes: those in scope."""
-    has_customer, has_period = SCORED_TABLES[table]
-    pred = scope.sql_predicate("n", customer=has_customer, period=has_period)
-    return f"SELECT * FROM {relation} n WHERE {pred}"
+def _in_scope(staging: Staging, scope: Scope, table: str, stored: str,
+              columns: Sequence[str]) -> str:
+    """The staged rows of `table` that the run writes, those in scope, as an SQL relation (typed
+    as table `stored`'s `columns` when there are none)."""
+    has_customer, has_period = SCORED_TABLES.get(table, (True, True))
+    rows = scope.sql_rows(lambda ids: staging.relation(table, only=ids),
+                          customer=has_customer, period=has_period)
+    return rows if rows is not None else empty_relation(stored, columns)
 
 
 def _replace(

@@ -6,7 +6,7 @@ nothing has to fit in memory; `simulate` cuts small in-memory frames with `selec
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -151,6 +151,41 @@ class Scope:
                     f"AND k.period_index = {alias}.period_index)"
                 )
         return "(" + " OR ".join(conditions) + ")"
+
+    def sql_rows(
+        self,
+        relation_of: Callable[[Collection[int]], str | None],
+        *,
+        customer: bool = True,
+        period: bool = True,
+    ) -> str | None:
+        """The rows `sql_predicate` keeps, as a query over `relation_of(group ids)`: an SQL
+        relation of just those groups' rows (None: they have none). None when no group has any.
+
+        Why: the predicate's ``EXISTS`` become mark joins over every row (~8 CPU-s for 150 M
+        staged `target_progress` rows). By kind of group instead, over only that kind's rows:
+        STREAK groups whole, no test; a fixed-period group by its period numbers, a literal
+        list; per-customer groups by a semi join on their windows in scope."""
+        branches = []
+        whole = relation_of(self.whole) if self.whole else None
+        if whole is not None:
+            branches.append(f"SELECT * FROM {whole}")
+        if period:
+            for group_id, periods in sorted(self.fixed.items()):
+                rows = relation_of([group_id]) if periods else None
+                if rows is not None:
+                    listed = ", ".join(str(int(i)) for i in sorted(periods))
+                    branches.append(f"SELECT * FROM {rows} n WHERE n.period_index IN ({listed})")
+            keyed = relation_of(self.per_customer) if customer and self.per_customer else None
+            if keyed is not None:
+                branches.append(
+                    f"SELECT n.* FROM {keyed} n SEMI JOIN _scope_keys k "
+                    "ON k.group_id = n.group_id AND k.customer_id = n.customer_id "
+                    "AND k.period_index = n.period_index"
+                )
+        if not branches:
+            return None
+        return "(" + " UNION ALL BY NAME ".join(f"({b})" for b in branches) + ")"
 
     @staticmethod
     def sql_unbind(con: duckdb.DuckDBPyConnection) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,7 @@ class Staging:
         self.scored: list[str] = []  # group names in the order they were first scored
         self._parts_of: Counter[str] = Counter()
         self._files: dict[str, list[Path]] = {}
+        self._group_of: dict[Path, int | None] = {}  # every staged file holds one group's rows
         self._reranked: list[int] = []
         root.mkdir(parents=True, exist_ok=True)
 
@@ -95,16 +96,18 @@ class Staging:
             if progress.height:
                 self._write(RERANKED, group_leaderboard(g, progress))
 
-    def relation(self, table: str) -> str | None:
+    def relation(self, table: str, only: Collection[int] | None = None) -> str | None:
         """An SQL relation over the staged rows of `table` (failed groups left out, and the
-        parts' boards of re-ranked groups), or None when no part had any."""
+        parts' boards of re-ranked groups), or None when no part had any; `only`: the rows of
+        these groups alone, whose files are the only ones read."""
         selects = []
-        parts = self._files.get(table)
+        parts = self._of_groups(self._files.get(table), only)
         if parts:
             drop = self.failed_ids() + (self._reranked if table == "leaderboard" else [])
             where = f" WHERE group_id NOT IN ({_ids(drop)})" if drop else ""
             selects.append(f"SELECT * FROM {_scan(parts)}{where}")
-        reranked = self._files.get(RERANKED) if table == "leaderboard" else None
+        reranked = self._of_groups(self._files.get(RERANKED), only) if table == "leaderboard" \
+            else None
         if reranked:
             selects.append(f"SELECT * FROM {_scan(reranked)}")
         if not selects:
@@ -117,25 +120,34 @@ class Staging:
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
+    def _of_groups(self, files: list[Path] | None, only: Collection[int] | None) -> list[Path]:
+        if not files or only is None:
+            return files or []
+        return [p for p in files if self._group_of[p] in only]
+
     def _write(self, table: str, frame: pl.DataFrame) -> None:
         if not frame.height or "group_id" not in frame.columns:
             return
         files = self._files.setdefault(table, [])
         folder = self.root / table
         folder.mkdir(exist_ok=True)
-        path = folder / f"{len(files):06d}.parquet"
-        # Scratch that DuckDB reads in full: speed over size, and no column statistics (~20% of
-        # the write; no query here skips row groups by them).
-        frame.write_parquet(path, compression="lz4", statistics=False)
-        files.append(path)
+        # One file per group (a part of several groups, as a Dask task's, is split): the run
+        # then reads only the files of the groups a step needs (`relation(only=...)`).
+        pieces = (frame.partition_by("group_id") if frame["group_id"].n_unique() > 1
+                  else [frame])
+        for piece in pieces:
+            path = folder / f"{len(files):06d}.parquet"
+            # Scratch that DuckDB reads in full: speed over size, and no column statistics
+            # (~20% of the write; no query here skips row groups by them).
+            piece.write_parquet(path, compression="lz4", statistics=False)
+            files.append(path)
+            gid = piece["group_id"][0]
+            self._group_of[path] = None if gid is None else int(gid)
 
 
-def staged_or_empty(staging: Staging, table: str, stored: str, columns: Iterable[str]) -> str:
-    """`staging.relation(table)`, or an empty relation with the `columns` of table `stored`
-    (typed as stored: a run that scored nothing still writes typed, empty files)."""
-    relation = staging.relation(table)
-    if relation is not None:
-        return relation
+def empty_relation(stored: str, columns: Iterable[str]) -> str:
+    """An empty relation with the `columns` of table `stored`, typed as stored (a run that
+    scored nothing still writes typed, empty files)."""
     cols = ", ".join(quote_ident(c) for c in columns)
     return f"(SELECT {cols} FROM {quote_ident(stored)} WHERE false)"
 

@@ -588,6 +588,25 @@ def test_staged_shards_equal_scoring_everyone_at_once(seeded: Workspace, tmp_pat
     assert boards.select(pl.struct("period_index", "rank").is_duplicated().any()).item()
 
 
+def test_staged_files_hold_one_group_each_and_are_read_by_group(seeded: Workspace,
+                                                                 tmp_path: Path) -> None:
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        result = score(runs.read_sources(con), groups, AS_OF, seeded.config)
+        staging, merged = staged(con, [result], groups, tmp_path / "stage")
+        progress = merged["target_progress"]
+        ids = sorted(progress["group_id"].unique().to_list())
+        assert len(ids) > 2  # the one part held several groups: its frame was split
+        files = sorted((tmp_path / "stage" / "target_progress").glob("*.parquet"))
+        assert sorted(pl.read_parquet(f)["group_id"].unique().item() for f in files) == ids
+        relation = staging.relation("target_progress", only=ids[:2])
+        assert relation is not None and relation.count(".parquet") == 2  # reads two files
+        got = con.sql(f"SELECT * FROM {relation}").pl()
+        assert sorted(got["group_id"].unique().to_list()) == ids[:2]
+        assert got.height == progress.filter(pl.col("group_id").is_in(ids[:2])).height
+        assert staging.relation("target_progress", only=[-1]) is None
+
+
 def test_a_group_failing_in_one_part_fails_everywhere(seeded: Workspace, tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:
         groups = registry.load_groups(con, None, config=seeded.config)

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -460,15 +460,21 @@ def test_scope_in_sql_picks_the_rows_the_polars_scope_picks() -> None:
     cyclic = Group(5, "Cycles", TrackingType.DEFAULT, EvaluationType.CYCLIC,
                    targets=(_target(51, "1"),))
     d = datetime
-    frame = pl.DataFrame({
-        "group_id": [5, 5, 5, 5, 1, 1, 2, 9],
-        "customer_id": [7, 7, 8, 9, 7, 7, 7, 7],
-        "period_index": [1, 2, 1, 1, 1, 2, 9, 1],
+    frame = pl.DataFrame({  # group 1's period 99 is none of its periods: never in scope
+        "group_id": [5, 5, 5, 5, 1, 1, 1, 2, 9],
+        "customer_id": [7, 7, 8, 9, 7, 7, 7, 7, 7],
+        "period_index": [1, 2, 1, 1, 1, 2, 99, 9, 1],
         "window_start": [d(2026, 10, 1), d(2026, 11, 1), d(2026, 11, 21), d(2026, 11, 5),
-                         None, None, None, None],
+                         None, None, None, None, None],
         "window_end": [d(2026, 10, 31, 23, 59), None, d(2026, 12, 20), d(2026, 11, 9, 23, 59),
-                       None, None, None, None],
+                       None, None, None, None, None],
     }, schema_overrides={"period_index": pl.Int32})
+    asked: list[list[int]] = []
+
+    def rows_of(ids: Collection[int]) -> str:
+        asked.append(sorted(ids))
+        return f"(SELECT * FROM frame WHERE group_id IN ({', '.join(map(str, ids))}))"
+
     for start in (date(2026, 11, 10), None):
         scope = runs.Scope.build([cyclic, SPEND, STREAK], start, date(2026, 11, 20))
         expected = scope.select(frame, scope.customer_windows([frame]))
@@ -479,6 +485,13 @@ def test_scope_in_sql_picks_the_rows_the_polars_scope_picks() -> None:
         key = ["group_id", "customer_id", "period_index"]
         assert got.select(key).sort(key).rows() == expected.select(key).sort(key).rows(), start
         assert got.height >= 4
+        # The same rows, picked group by group from relations of those groups' rows only.
+        asked.clear()
+        by_kind = con.sql(f"SELECT * FROM {scope.sql_rows(rows_of)}").pl()
+        assert by_kind.select(key).sort(key).rows() == got.select(key).sort(key).rows(), start
+        assert asked == [[2], [1], [5]]  # the STREAK group, the fixed one, the cycles
+        assert all(g == 2 for g in con.sql(
+            f"SELECT group_id FROM {scope.sql_rows(rows_of, period=False)}").pl()["group_id"])
 
 
 # --------------------------------------------------------------------------- kills and locks
