@@ -374,9 +374,14 @@ def _commit(
                          f"(SELECT * FROM target_progress WHERE group_id IN ({ids}))",
                          f"(SELECT * FROM period_achievements WHERE group_id IN ({ids}))",
                          standing])
-    earned = _in_scope(staging, scope, EARNED, "rewards", ledger.REWARD_COLUMNS)
+    # The earned rewards in one scan with the predicate: a few million rows, where it costs
+    # little, and the diff's window over one scan stays within DuckDB's memory (over the
+    # group-by-group branches a 10 M run ran out of it).
+    earned = staging.relation(EARNED) or empty_relation("rewards", ledger.REWARD_COLUMNS)
     awards, revocations = ledger.diff_sql(
-        con, earned, f"(SELECT * FROM {standing} r WHERE {scope.sql_predicate('r')})"
+        con,
+        f"(SELECT * FROM {earned} e WHERE {scope.sql_predicate('e')})",
+        f"(SELECT * FROM {standing} r WHERE {scope.sql_predicate('r')})",
     )
     _step(5)
 
