@@ -386,7 +386,7 @@ def _commit(
     _step(5)
 
     selected = {
-        name: "SELECT * FROM " + _in_scope(staging, scope, name, name,
+        name: "SELECT * FROM " + _in_scope(staging, scope, name,
                                            [c for c in _columns(con, name) if c != "run_id"])
         for name in SCORED_TABLES
     }
@@ -507,14 +507,13 @@ def _failure_text(failures: Mapping[str, str]) -> str | None:
     return "; ".join(f"{name}: {msg}" for name, msg in sorted(failures.items()))
 
 
-def _in_scope(staging: Staging, scope: Scope, table: str, stored: str,
-              columns: Sequence[str]) -> str:
-    """The staged rows of `table` that the run writes, those in scope, as an SQL relation (typed
-    as table `stored`'s `columns` when there are none)."""
-    has_customer, has_period = SCORED_TABLES.get(table, (True, True))
+def _in_scope(staging: Staging, scope: Scope, table: str, columns: Sequence[str]) -> str:
+    """The staged rows of output `table` that the run writes, those in scope, as an SQL
+    relation (typed as the table's `columns` when there are none)."""
+    has_customer, has_period = SCORED_TABLES[table]
     rows = scope.sql_rows(lambda ids: staging.relation(table, only=ids),
                           customer=has_customer, period=has_period)
-    return rows if rows is not None else empty_relation(stored, columns)
+    return rows if rows is not None else empty_relation(table, columns)
 
 
 def _replace(
