@@ -106,8 +106,8 @@ class Staging:
             drop = self.failed_ids() + (self._reranked if table == "leaderboard" else [])
             where = f" WHERE group_id NOT IN ({_ids(drop)})" if drop else ""
             selects.append(f"SELECT * FROM {_scan(parts)}{where}")
-        reranked = self._of_groups(self._files.get(RERANKED), only) if table == "leaderboard" \
-            else None
+        reranked = (self._of_groups(self._files.get(RERANKED), only)
+                    if table == "leaderboard" else [])
         if reranked:
             selects.append(f"SELECT * FROM {_scan(reranked)}")
         if not selects:
