@@ -152,11 +152,16 @@ def _scored(
     try:
         pending: set[Future[list[tuple[int, ScoreResult]]]] = set()
         for _, job in jobs:
-            if len(pending) >= workers:  # at most `workers` chains in flight
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:  # whichever finished: a long chain holds no thread idle
-                    yield from future.result()
+            if len(pending) < workers:
+                pending.add(pool.submit(job))
+                continue
+            # At most `workers` chains in flight: wait for whichever finishes (a long chain
+            # holds no thread idle), start the next before handing the results over, so that
+            # no thread idles while the caller writes them (a run stages each part to Parquet).
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             pending.add(pool.submit(job))
+            for future in done:
+                yield from future.result()
         for future in as_completed(pending):
             yield from future.result()
     finally:
