@@ -434,6 +434,30 @@ def test_database_shards_hold_the_rows_of_the_exported_shards(seeded: Workspace,
                 whole[1]
 
 
+@pytest.mark.parametrize("odd_word", [None, "return"])
+def test_shards_read_word_columns_as_their_words(seeded: Workspace, tmp_path: Path,
+                                                 odd_word: str | None) -> None:
+    """`type` and `points_type` are read as the position of their word and made text again:
+    the frames hold the stored words, and a word the loader would not store (written by other
+    means) comes through as stored rather than as a null."""
+    ws = clone(seeded, tmp_path / "ws")
+    with ws.connect() as con:
+        if odd_word is not None:
+            con.execute("UPDATE transactions SET type = $w WHERE txn_id = "
+                        "(SELECT min(txn_id) FROM transactions WHERE type = 'RETURN')",
+                        {"w": odd_word})
+        for table, column in shards.WORDS:
+            stored = con.sql(f"SELECT {column}, count(*) FROM {table} GROUP BY ALL").fetchall()
+            with shards.database_shards(con, 2) as read:
+                got = pl.concat([read[k][table].select(column).collect() for k in range(2)])
+            assert got.schema[column] == pl.String
+            assert sorted(got.group_by(column).len().rows()) == sorted(stored), (table, column)
+            assert len(stored) >= 2, (table, column)  # the seeds hold both words
+        if odd_word is not None:
+            assert (odd_word, 1) in con.sql(
+                "SELECT type, count(*) FROM transactions GROUP BY ALL").fetchall()
+
+
 def test_shard_columns_are_read_when_first_needed_and_stay_aligned(
         seeded: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A shard reads the columns its queries ask for, when they first ask; a column read later
