@@ -1313,8 +1313,10 @@ def _emit_capping(g: Group, t: Target, cid: Any, cell: Row, out: dict) -> None:
             # READING: a reversal (negative points) takes back the excess first, so the rows'
             # allowed points add up to the window's `allowed = min(earned, cap)`.
             allowed = min(earned + pts, cap) - min(earned, cap)
-        earned += pts
-        if cap is not None and capped_at is None and earned > cap:
+        before, earned = earned, earned + pts
+        # READING: with reversals the sum can pass the cap more than once; capped_at is the
+        # last time it went from at or below the cap to above it (the first, without them).
+        if cap is not None and before <= cap < earned:
             capped_at = i.time
         out["capping_adjustments"].append(
             {
@@ -1329,6 +1331,8 @@ def _emit_capping(g: Group, t: Target, cid: Any, cell: Row, out: dict) -> None:
                 "excess_points": pts - allowed,
             }
         )
+    if cap is None or earned <= cap:
+        capped_at = None  # READING: a window that ends at or below its cap is not capped
     out["capping"].append(
         {
             "group": g.name,

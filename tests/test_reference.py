@@ -1108,6 +1108,24 @@ def test_capping_allowed_excess_capped_at_and_per_points_row_adjustments() -> No
     assert out["rewards"] == []
 
 
+
+@pytest.mark.parametrize(
+    ("amounts", "capped_at"),
+    [
+        pytest.param([5, -5], None, id="over, then back under: not capped"),
+        pytest.param([5, -5, 3], at("2024-01-07T10:00"), id="over twice: the last crossing"),
+    ],
+)  # fmt: skip
+def test_capped_at_after_a_reversal_is_the_last_crossing(amounts: list[int],
+                                                         capped_at: datetime | None) -> None:
+    """SPEC §13 "Streaks and caps" with reversals (docs/decisions.md, capping readings)."""
+    body = group(target("cap", "REWARDS", "ALL_POINTS", defaults=(1,)), tracking="CAPPING")
+    days = ["2024-01-05T10:00", "2024-01-06T10:00", "2024-01-07T10:00"]
+    out = run(body, date(2024, 2, 10), points=[
+        {"points_id": f"p{i}", "customer_id": 1, "awarded_at": at(days[i]), "points": D(n),
+         "points_type": "REGULAR"} for i, n in enumerate(amounts)])  # fmt: skip
+    assert one(out, "capping")["capped_at"] == capped_at
+
 def test_leaderboard_ranks_by_value_then_last_activity_then_numeric_customer_id() -> None:
     body = group(leaderboardEnabled=True)
     out = run(
