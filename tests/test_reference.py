@@ -1108,7 +1108,6 @@ def test_capping_allowed_excess_capped_at_and_per_points_row_adjustments() -> No
     assert out["rewards"] == []
 
 
-
 @pytest.mark.parametrize(
     ("amounts", "capped_at"),
     [
@@ -1125,6 +1124,7 @@ def test_capped_at_after_a_reversal_is_the_last_crossing(amounts: list[int],
         {"points_id": f"p{i}", "customer_id": 1, "awarded_at": at(days[i]), "points": D(n),
          "points_type": "REGULAR"} for i, n in enumerate(amounts)])  # fmt: skip
     assert one(out, "capping")["capped_at"] == capped_at
+
 
 def test_leaderboard_ranks_by_value_then_last_activity_then_numeric_customer_id() -> None:
     body = group(leaderboardEnabled=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
@@ -244,6 +245,45 @@ def test_with_two_threads_the_dearest_groups_start_first() -> None:
                                                 *line_group(4, "SALES", "1").targets))
     costs = {g.name: engine._estimated_cost(g) for g in (cheap, lines, three)}
     assert costs[cheap.name] < costs[lines.name] < costs[three.name]
+
+
+def test_the_next_chain_starts_before_a_finished_one_is_handed_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the caller takes a finished chain's results (a run writes them to Parquet), the
+    next chain is already scoring, and never more than `workers` chains score at once."""
+    lock = threading.Lock()
+    running, most = [0], [0]
+    third_started, release = threading.Event(), threading.Event()
+
+    def job_of(name: str):
+        def job() -> list[tuple[int, str]]:
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            if name == "third":
+                third_started.set()
+            if name == "second":
+                assert release.wait(30)  # holds its thread until the caller has seen "first"
+            with lock:
+                running[0] -= 1
+            return [(0, name)]
+        return job
+
+    monkeypatch.setattr(engine, "plan_sharing", lambda *a: None)
+    monkeypatch.setattr(engine, "_chains", lambda _s, groups, *a: [[(0, g)] for g in groups])
+    monkeypatch.setattr(engine, "_estimated_cost", lambda _g: 1.0)
+    monkeypatch.setattr(engine, "_chain_job", lambda _s, chain, *a: job_of(chain[0][1]))
+    parts = engine.score_pieces([{}], ["first", "second", "third"], AS_OF, Config(), workers=2)
+    handed = []
+    for part in parts:
+        if not handed:
+            assert part == "first"
+            # The old loop submitted "third" only after the caller came back for more.
+            assert third_started.wait(30), "no chain started while the caller held a result"
+            release.set()
+        handed.append(part)
+    assert sorted(handed) == ["first", "second", "third"]
+    assert most[0] == 2
 
 
 @pytest.mark.parametrize("evaluation", ["FIXED_CALENDAR_WINDOW", "CYCLIC_WINDOW"])
