@@ -23,7 +23,7 @@ import polars as pl
 from polars.io.plugins import register_io_source
 
 from pipeline.errors import MilestonesError
-from pipeline.loading.kinds import POINTS_TYPES, TXN_TYPES
+from pipeline.loading.kinds import KINDS, ColumnType
 from pipeline.runs import SOURCE_TABLES
 from pipeline.workspace import base_tables, quote_ident, quote_literal
 
@@ -355,12 +355,15 @@ class DatabaseShards(Sequence[dict[str, pl.LazyFrame]]):
 
 
 ROWID = "__milestones_rowid"
-# Columns whose loaded values are one of a few words (the loader stores them upper-case): a
-# shard reads each as the position of its word and makes the text in polars. Why: copying
-# text out of DuckDB costs ~0.13 CPU-s per 5 M transactions for `type`; the number ~0.
+# The exports' ENUM columns, whose loaded values are one of a few words (the loader stores them
+# upper-case): a shard reads each as the position of its word and makes the text in polars.
+# Why: copying text out of DuckDB costs ~0.13 CPU-s per 5 M transactions for `type`; the
+# number ~0.
 WORDS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("transactions", "type"): TXN_TYPES,
-    ("points", "points_type"): POINTS_TYPES,
+    (kind.table, column.name): column.choices
+    for kind in KINDS.values()
+    for column in kind.columns
+    if column.type is ColumnType.ENUM
 }
 
 
