@@ -181,3 +181,22 @@ def test_floor_shards_split_customers_whole_with_their_line_items():
         owners = [set(p[name]["customer_id"].to_list()) for p in parts]
         assert all(owners) and not (owners[0] & owners[1] or owners[1] & owners[2]
                                     or owners[0] & owners[2]), name
+
+
+def test_the_floor_in_customer_shards_measures_the_same_windows(data, figures, monkeypatch):
+    """Above FLOOR_ROWS_PER_SHARD the floor reads shard after shard (to stay within memory);
+    it must still read every record once and find the same customer-windows."""
+    monkeypatch.setattr(bench, "FLOOR_ROWS_PER_SHARD", 2_000)
+    result = CliRunner().invoke(main, ["bench", *TINY, "--data", str(data),
+                                       "--reference-share", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    whole = next(s for s in figures["stages"] if s["stage"] == "floor (total)")
+    sharded = next(s for s in json.loads(result.output)["stages"]
+                   if s["stage"] == "floor (total)")
+    assert "customer shards" in sharded["note"] and "customer shards" not in whole["note"]
+    assert sharded["rows"] == whole["rows"]
+
+    def windows(note: str) -> str:
+        return note.split(" s, ")[1].split(" customer-windows")[0]
+
+    assert windows(sharded["note"]) == windows(whole["note"])
