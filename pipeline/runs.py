@@ -209,14 +209,8 @@ def settle_session(con: duckdb.DuckDBPyConnection) -> None:
                 f"{DUCKDB_MEMORY_ENV}={chosen!r} is not a memory size DuckDB understands; "
                 "use a value such as 6GB or 8000MB"
             ) from exc
-    else:
-        try:
-            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):
-            total = 0
-        if total > 0:
-            limit = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
-            con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
+    elif (sizes := _memory_sizes()) is not None:
+        _set_limit(con, sizes[1])
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # DuckDB's bar would break cron mail
 
@@ -228,22 +222,16 @@ def _room_for_files(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     run (tens of millions of award and capping lines) ran out of the run's 2.9 GiB there once
     (session 10), though it had passed twice before. Scoring is done by then, so the memory is
     free. An operator's own limit (`MILESTONES_DUCKDB_MEMORY`) is left as it is."""
-    if os.environ.get(DUCKDB_MEMORY_ENV, "").strip():
+    sizes = None if os.environ.get(DUCKDB_MEMORY_ENV, "").strip() else _memory_sizes()
+    if sizes is None:
         yield
         return
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        total = 0
-    if total <= 0:
-        yield
-        return
-    base = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
-    con.execute(f"SET memory_limit = '{max(base, total // DUCKDB_FILES_SHARE) // (1 << 20)}MiB'")
+    total, share = sizes
+    _set_limit(con, max(share, total // DUCKDB_FILES_SHARE))
     try:
         yield
     finally:
-        con.execute(f"SET memory_limit = '{base // (1 << 20)}MiB'")
+        _set_limit(con, share)
 
 
 def _room_for_ledger(con: duckdb.DuckDBPyConnection, awards: int) -> None:
@@ -251,16 +239,26 @@ def _room_for_ledger(con: duckdb.DuckDBPyConnection, awards: int) -> None:
     index is held in memory until the COMMIT and cannot spill (a first run at 50 M
     transactions, ~31 M rewards, failed its commit at 2.9 GiB). An operator's own limit
     (`MILESTONES_DUCKDB_MEMORY`) is left as it is."""
-    if os.environ.get(DUCKDB_MEMORY_ENV, "").strip():
+    sizes = None if os.environ.get(DUCKDB_MEMORY_ENV, "").strip() else _memory_sizes()
+    if sizes is None:
         return
+    total, share = sizes
+    limit = min(share + awards * LEDGER_KEY_BYTES, total * 3 // 4)
+    if limit > share:
+        _set_limit(con, limit)
+
+
+def _memory_sizes() -> tuple[int, int] | None:
+    """(the machine's memory, DuckDB's share of it during a run) in bytes; None if unknown."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
-        return
-    base = max(1 << 30, total // DUCKDB_MEMORY_SHARE)
-    limit = min(base + awards * LEDGER_KEY_BYTES, total * 3 // 4)
-    if limit > base:
-        con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
+        return None
+    return (total, max(1 << 30, total // DUCKDB_MEMORY_SHARE)) if total > 0 else None
+
+
+def _set_limit(con: duckdb.DuckDBPyConnection, limit: int) -> None:
+    con.execute(f"SET memory_limit = '{limit // (1 << 20)}MiB'")
 
 
 # ----------------------------------------------------------------------------------- the run
