@@ -29,7 +29,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -182,7 +182,6 @@ SCRATCH_PREFIX = ".milestones-"
 # and "shards" are made only by earlier versions, whose leftovers may still be there).
 SCRATCH_KINDS = ("scan", "stage", "shards")
 DUCKDB_MEMORY_SHARE = 8  # DuckDB may use 1/8 of the machine's memory during a run (min 1 GiB)
-DUCKDB_FILES_SHARE = 4  # ... and 1/4 while it writes the run files, after scoring
 DUCKDB_MEMORY_ENV = "MILESTONES_DUCKDB_MEMORY"  # e.g. "6GB": the operator's own limit
 # Memory DuckDB's primary-key index takes per reward the run adds (held until the COMMIT).
 LEDGER_KEY_BYTES = 160
@@ -213,25 +212,6 @@ def settle_session(con: duckdb.DuckDBPyConnection) -> None:
         _set_limit(con, sizes[1])
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # DuckDB's bar would break cron mail
-
-
-@contextlib.contextmanager
-def _room_for_files(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """DuckDB's limit at 1/4 of the machine's memory while it writes the run files, then back to
-    the run's share. The files are sorted as DuckDB streams them out, and a 50 M-transaction
-    run (tens of millions of award and capping lines) ran out of the run's 2.9 GiB there once
-    (session 10), though it had passed twice before. Scoring is done by then, so the memory is
-    free. An operator's own limit (`MILESTONES_DUCKDB_MEMORY`) is left as it is."""
-    sizes = None if os.environ.get(DUCKDB_MEMORY_ENV, "").strip() else _memory_sizes()
-    if sizes is None:
-        yield
-        return
-    total, share = sizes
-    _set_limit(con, max(share, total // DUCKDB_FILES_SHARE))
-    try:
-        yield
-    finally:
-        _set_limit(con, share)
 
 
 def _room_for_ledger(con: duckdb.DuckDBPyConnection, awards: int) -> None:
@@ -442,10 +422,9 @@ def _commit(
                "capping_adjustments": capping, "leaderboard_top": top}
     top_rows = _rows(con, top)
     # Streamed from DuckDB in batches: the award lines of a first run can be tens of millions.
-    with _room_for_files(con):
-        files.write_run_files(
-            tmp, {name: con.sql(q).pl(lazy=True) for name, q in queries.items()}, fmt
-        )
+    files.write_run_files(
+        tmp, {name: con.sql(q).pl(lazy=True) for name, q in queries.items()}, fmt
+    )
     _step(6)
     say("writing tables and ledger")
 

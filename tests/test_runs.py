@@ -35,7 +35,6 @@ from pipeline.definitions.model import (
     TrackingType,
 )
 from pipeline.errors import DatabaseBusyError, GroupsFailedError, UsageError
-from pipeline.rewards import files
 from pipeline.rules.tree import Literal
 from pipeline.workspace import Workspace
 
@@ -642,42 +641,3 @@ def test_duckdb_gets_room_for_the_ledger_index_of_a_big_run(
     runs._room_for_ledger(con, 20_000_000)  # the operator's limit stays
     assert limit(con) == pytest.approx(1.3, abs=0.1)
 
-
-def test_duckdb_gets_more_room_while_it_writes_the_run_files(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The files are sorted as DuckDB streams them; at 50 M that once ran out of the run's
-    share. While they are written the limit is 1/4 of the machine's memory, then the run's
-    share again (or the operator's limit throughout)."""
-    add_txns(ws, ("T1", 7, "2025-11-03 10:00:00", "600.00"))
-    # A second connection to the run's database in this process shares its settings.
-    con = duckdb.connect(str(ws.db_path))
-
-    def gib() -> float:
-        number, unit = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0].split()
-        return float(number) * {"MiB": 1 / 1024, "GiB": 1.0, "TiB": 1024.0}[unit]
-
-    seen: list[float] = []
-    write = files.write_run_files
-
-    def spy(folder: Path, frames: Any, fmt: str) -> None:
-        seen.append(gib())
-        write(folder, frames, fmt)
-
-    monkeypatch.setattr(files, "write_run_files", spy)
-    monkeypatch.delenv(runs.DUCKDB_MEMORY_ENV, raising=False)
-    try:
-        runs.settle_session(con)
-        share = gib()
-        do_run(ws)
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        assert seen == [pytest.approx(max(share, total / 4), abs=0.1)]  # shown to 0.1 GiB
-        assert seen[0] > share or total / 4 <= share  # more, unless the machine is small
-        assert gib() == pytest.approx(share, abs=0.1)  # the run's share again
-
-        monkeypatch.setenv(runs.DUCKDB_MEMORY_ENV, "1500MB")
-        seen.clear()
-        do_run(ws)
-        assert seen == [pytest.approx(1.3, abs=0.1)]
-    finally:
-        con.close()
