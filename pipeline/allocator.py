@@ -4,8 +4,9 @@ Why: polars sets its allocator (jemalloc) to return freed pages after 0.5 s, to 
 resident size. A run scores shard after shard, and each shard allocates the same few GiB of
 columns again, so every shard faulted its memory in afresh from the kernel: at 10 M
 transactions, scoring 2 of the 8 shards took 4 M page faults and 11.6 of its 54 CPU-s in the
-kernel. Keeping freed pages 10 s (jemalloc's own default) lets the next shard reuse them: 2 M
-faults, 6.3 kernel CPU-s, 25-26 s wall instead of 29 s, with 0.3-0.5 GiB more resident.
+kernel. Keeping freed pages 10 s, dirty and muzzy (jemalloc's default keeps dirty pages 10 s
+and muzzy ones not at all: 27.6 s), lets the next shard reuse them: 2 M faults, 6.3 kernel
+CPU-s, 25-26 s wall instead of 29 s, with 0.3-0.5 GiB more resident.
 """
 
 from __future__ import annotations
