@@ -640,4 +640,3 @@ def test_duckdb_gets_room_for_the_ledger_index_of_a_big_run(
     runs.settle_session(con)
     runs._room_for_ledger(con, 20_000_000)  # the operator's limit stays
     assert limit(con) == pytest.approx(1.3, abs=0.1)
-
