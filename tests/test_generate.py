@@ -194,6 +194,19 @@ def test_generated_folder_loads_without_rejects_registers_and_runs(written, tmp_
     assert [name for name, rows in scored if rows == 0] == []
 
 
+def test_load_commands_load_a_kind_of_many_files_one_file_per_command(written, tmp_path):
+    # One `load` is all or nothing and holds its files in memory: 50 M transactions' line items
+    # in one command went past 24 GiB.
+    db = tmp_path / "ws.duckdb"
+    commands = dict(zip(written.files, written.load_commands(db), strict=True))
+    txns = written.files["transactions"]
+    assert commands["transactions"] == (
+        f"for f in {txns[0]} {txns[1]}; do milestones --db {db} load transactions \"$f\" "
+        "|| break; done")
+    assert commands["stores"] == f"milestones --db {db} load stores {written.files['stores'][0]}"
+    assert written.load_commands()[0].startswith("milestones load stores ")
+
+
 def test_csv_format_writes_csv(tmp_path):
     small = gen.Options(customers=40, days=30, seed=2)
     made = gen.generate(small, tmp_path / "csv", fmt="csv")

@@ -57,12 +57,21 @@ class Generated:
         """The last generated day: the natural `run --as-of`."""
         return self.options.last_day
 
-    def load_commands(self) -> list[str]:
-        """The shell commands that load this folder, in order."""
-        return [
-            f"milestones load {kind} {' '.join(str(p) for p in paths)}"
-            for kind, paths in self.files.items()
-        ]
+    def load_commands(self, db: Path | None = None) -> list[str]:
+        """The shell commands that load this folder, in order (with ``--db db`` if given).
+
+        A kind written in several files is loaded one file per command, in a shell loop: one
+        `load` command is all or nothing, so it holds every file it is given in memory (the
+        50 line-item files of 50 M transactions went past 24 GiB)."""
+        milestones = f"milestones --db {db}" if db else "milestones"
+        commands = []
+        for kind, paths in self.files.items():
+            if len(paths) == 1:
+                commands.append(f"{milestones} load {kind} {paths[0]}")
+                continue
+            files = " ".join(str(p) for p in paths)
+            commands.append(f'for f in {files}; do {milestones} load {kind} "$f" || break; done')
+        return commands
 
 
 def generate_frames(opts: Options, block_rows: int = CHUNK_ROWS
@@ -210,8 +219,7 @@ def describe(g: Generated) -> list[str]:
              f"(run with --as-of {g.as_of})",
              "load with (in this order):"]
     db = g.folder / "milestones.duckdb"
-    lines += [f"  milestones --db {db} {cmd.removeprefix('milestones ')}"
-              for cmd in g.load_commands()]
+    lines += [f"  {cmd}" for cmd in g.load_commands(db)]
     lines.append(f"  milestones --db {db} groups create {g.folder / 'groups'}/*.json")
     lines.append(f"  milestones --db {db} run --as-of {g.as_of}")
     return lines
