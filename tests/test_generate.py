@@ -192,6 +192,14 @@ def test_generated_folder_loads_without_rejects_registers_and_runs(written, tmp_
             " + (SELECT count(*) FROM capping c WHERE c.group_id = g.group_id) "
             "FROM target_groups g").fetchall()
     assert [name for name, rows in scored if rows == 0] == []
+    # The capping file: the table's rows with their group's name, in the file's order.
+    keys = ["group_id", "target_id", "customer_id", "period_index", "awarded_at", "points_id"]
+    with ws.connect(read_only=True) as con:
+        table = con.sql("SELECT c.group_id, g.name AS group_name, c.* EXCLUDE (group_id) "
+                        "FROM capping_adjustments c JOIN target_groups g USING (group_id)").pl()
+    written_file = pl.read_csv(outcome.folder / "capping_adjustments.csv", schema=table.schema)
+    assert written_file.height == table.height > 0
+    assert written_file.equals(table.sort(keys))
 
 
 def test_load_commands_load_a_kind_of_many_files_one_file_per_command(written, tmp_path):
