@@ -551,7 +551,7 @@ def _sort_from_file(
     Why the copy: DuckDB sizes a sort by its estimate of the rows, and guesses that a filter
     keeps a fifth of them. Over the staged files cut by the scope's period lists, the 50 M
     bench's 60 M capping lines were estimated at 12 M, and the sort ran out of its 2.9 GiB in a
-    few seconds, three runs in four. Read back from one file, the count is exact and the sort
+    few seconds, in 4 tries of 5. Read back from one file, the count is exact and the sort
     spills as it should (~15 s more for those 60 M rows)."""
     con.execute(f"COPY ({query}) TO {quote_literal(str(path))} (FORMAT parquet)")
     return f"SELECT * FROM read_parquet({quote_literal(str(path))}) ORDER BY {order_by}"
