@@ -213,6 +213,8 @@ def test_load_commands_load_a_kind_of_many_files_one_file_per_command(written, t
         "|| break; done")
     assert commands["stores"] == f"milestones --db {db} load stores {written.files['stores'][0]}"
     assert written.load_commands()[0].startswith("milestones load stores ")
+    spaced = tmp_path / "my data" / "ws.duckdb"
+    assert f"--db '{spaced}' load" in written.load_commands(spaced)[0]
 
 
 def test_csv_format_writes_csv(tmp_path):

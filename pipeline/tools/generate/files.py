@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -63,13 +64,13 @@ class Generated:
         A kind written in several files is loaded one file per command, in a shell loop: one
         `load` command is all or nothing, so it holds every file it is given in memory (the
         50 line-item files of 50 M transactions went past 24 GiB)."""
-        milestones = f"milestones --db {db}" if db else "milestones"
+        milestones = f"milestones --db {shlex.quote(str(db))}" if db else "milestones"
         commands = []
         for kind, paths in self.files.items():
             if len(paths) == 1:
-                commands.append(f"{milestones} load {kind} {paths[0]}")
+                commands.append(f"{milestones} load {kind} {shlex.quote(str(paths[0]))}")
                 continue
-            files = " ".join(str(p) for p in paths)
+            files = " ".join(shlex.quote(str(p)) for p in paths)
             commands.append(f'for f in {files}; do {milestones} load {kind} "$f" || break; done')
         return commands
 
@@ -220,6 +221,8 @@ def describe(g: Generated) -> list[str]:
              "load with (in this order):"]
     db = g.folder / "milestones.duckdb"
     lines += [f"  {cmd}" for cmd in g.load_commands(db)]
-    lines.append(f"  milestones --db {db} groups create {g.folder / 'groups'}/*.json")
-    lines.append(f"  milestones --db {db} run --as-of {g.as_of}")
+    quoted = shlex.quote(str(db))
+    lines.append(f"  milestones --db {quoted} groups create "
+                 f"{shlex.quote(str(g.folder / 'groups'))}/*.json")
+    lines.append(f"  milestones --db {quoted} run --as-of {g.as_of}")
     return lines
