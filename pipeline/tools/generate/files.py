@@ -64,7 +64,7 @@ class Generated:
         A kind written in several files is loaded one file per command, in a shell loop: one
         `load` command is all or nothing, so it holds every file it is given in memory (the
         50 line-item files of 50 M transactions went past 24 GiB)."""
-        milestones = f"milestones --db {shlex.quote(str(db))}" if db else "milestones"
+        milestones = _milestones(db)
         commands = []
         for kind, paths in self.files.items():
             if len(paths) == 1:
@@ -221,8 +221,12 @@ def describe(g: Generated) -> list[str]:
              "load with (in this order):"]
     db = g.folder / "milestones.duckdb"
     lines += [f"  {cmd}" for cmd in g.load_commands(db)]
-    quoted = shlex.quote(str(db))
-    lines.append(f"  milestones --db {quoted} groups create "
-                 f"{shlex.quote(str(g.folder / 'groups'))}/*.json")
-    lines.append(f"  milestones --db {quoted} run --as-of {g.as_of}")
+    groups = shlex.quote(str(g.folder / "groups"))
+    lines.append(f"  {_milestones(db)} groups create {groups}/*.json")
+    lines.append(f"  {_milestones(db)} run --as-of {g.as_of}")
     return lines
+
+
+def _milestones(db: Path | None) -> str:
+    """The command's start, with ``--db`` quoted for the shell when a database is given."""
+    return f"milestones --db {shlex.quote(str(db))}" if db else "milestones"
