@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 
 EARNED = "earned"  # the staged rewards, with their reward_id (ledger.REWARD_COLUMNS)
 RERANKED = "leaderboard_reranked"  # boards `finish` ranked again over every part
+# A window's columns; for a group whose windows every customer shares (FIXED), the same for
+# every row of a period, so they are staged once per period instead of once per row.
+WINDOW_COLUMNS = ("ref_code", "window_start", "window_end", "status")
+_BY_PERIOD = ("target_progress", "period_achievements")
 
 
 class Staging:
@@ -57,6 +62,10 @@ class Staging:
         self._files: dict[str, list[Path]] = {}
         self._group_of: dict[Path, int | None] = {}  # every staged file holds one group's rows
         self._reranked: list[int] = []
+        # FIXED groups: their files lack WINDOW_COLUMNS, kept here per period instead.
+        self._shared = {g.group_id for g in groups
+                        if g.evaluation_type is EvaluationType.FIXED}
+        self._windows: dict[int, dict[int, tuple]] = {}
         root.mkdir(parents=True, exist_ok=True)
 
     def add(self, part: ScoreResultLike) -> None:
@@ -104,8 +113,17 @@ class Staging:
         parts = self._of_groups(self._files.get(table), only)
         if parts:
             drop = self.failed_ids() + (self._reranked if table == "leaderboard" else [])
-            where = f" WHERE group_id NOT IN ({_ids(drop)})" if drop else ""
-            selects.append(f"SELECT * FROM {_scan(parts)}{where}")
+            where = f" WHERE s.group_id NOT IN ({_ids(drop)})" if drop else ""
+            whole = [p for p in parts if not self._by_period(table, self._group_of[p])]
+            if whole:
+                selects.append(f"SELECT * FROM {_scan(whole)} s{where}")
+            windowed = [p for p in parts if self._by_period(table, self._group_of[p])]
+            if windowed:
+                windows = self._windows_sql({self._group_of[p] for p in windowed})
+                selects.append(
+                    f"SELECT s.*, {', '.join('w.' + c for c in WINDOW_COLUMNS)} "
+                    f"FROM {_scan(windowed)} s JOIN {windows} w "
+                    f"ON w.group_id = s.group_id AND w.period_index = s.period_index{where}")
         reranked = (self._of_groups(self._files.get(RERANKED), only)
                     if table == "leaderboard" else [])
         if reranked:
@@ -119,6 +137,36 @@ class Staging:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def _by_period(self, table: str, group_id: int | None) -> bool:
+        """Whether `table`'s files of this group hold no window columns (`_windows_sql`)."""
+        return table in _BY_PERIOD and group_id in self._shared
+
+    def _windows_sql(self, group_ids: Collection[int | None]) -> str:
+        """The staged windows of these groups: (group_id, period_index, WINDOW_COLUMNS)."""
+        rows = [
+            "(" + ", ".join([str(int(gid)), str(int(period)),
+                             *(_literal(v) for v in columns)]) + ")"
+            for gid in sorted(g for g in group_ids if g is not None)
+            for period, columns in sorted(self._windows.get(gid, {}).items())
+        ]
+        if not rows:
+            rows = ["(NULL, NULL, NULL, NULL, NULL, NULL)"]
+        return (
+            "(SELECT group_id::BIGINT AS group_id, period_index::INTEGER AS period_index, "
+            "ref_code::VARCHAR AS ref_code, window_start::TIMESTAMP AS window_start, "
+            "window_end::TIMESTAMP AS window_end, status::VARCHAR AS status "
+            f"FROM (VALUES {', '.join(rows)}) v(group_id, period_index, ref_code, "
+            "window_start, window_end, status))"
+        )
+
+    def _keep_windows(self, piece: pl.DataFrame, group_id: int) -> pl.DataFrame:
+        """`piece` without its window columns, which are kept per period instead."""
+        known = self._windows.setdefault(group_id, {})
+        periods = piece.group_by("period_index").agg(pl.col(c).first() for c in WINDOW_COLUMNS)
+        for period, *columns in periods.iter_rows():
+            known.setdefault(period, tuple(columns))
+        return piece.drop(WINDOW_COLUMNS)
 
     def _of_groups(self, files: list[Path] | None, only: Collection[int] | None) -> list[Path]:
         if not files or only is None:
@@ -137,12 +185,17 @@ class Staging:
                   else [frame])
         for piece in pieces:
             path = folder / f"{len(files):06d}.parquet"
+            gid = piece["group_id"][0]
+            group_id = None if gid is None else int(gid)
+            if self._by_period(table, group_id):
+                assert group_id is not None
+                # ~35% of writing these tables was their window columns (text and times).
+                piece = self._keep_windows(piece, group_id)
             # Scratch that DuckDB reads in full: speed over size, and no column statistics
             # (~20% of the write; no query here skips row groups by them).
             piece.write_parquet(path, compression="lz4", statistics=False)
             files.append(path)
-            gid = piece["group_id"][0]
-            self._group_of[path] = None if gid is None else int(gid)
+            self._group_of[path] = group_id
 
 
 def empty_relation(stored: str, columns: Iterable[str]) -> str:
@@ -154,6 +207,14 @@ def empty_relation(stored: str, columns: Iterable[str]) -> str:
 
 def _ids(ids: Sequence[int]) -> str:
     return ", ".join(str(int(i)) for i in ids) or "NULL"
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, datetime):
+        return quote_literal(value.isoformat(sep=" "))
+    return quote_literal(value)
 
 
 def _scan(files: Sequence[Path]) -> str:

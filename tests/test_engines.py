@@ -27,6 +27,7 @@ from polars.testing import assert_frame_equal
 from pipeline import registry, runs
 from pipeline.cli import main
 from pipeline.config import Config
+from pipeline.definitions.model import EvaluationType
 from pipeline.engines import dask as dask_engine
 from pipeline.engines import make_engine, shards
 from pipeline.engines.local import LocalEngine
@@ -629,6 +630,28 @@ def test_staged_files_hold_one_group_each_and_are_read_by_group(seeded: Workspac
         assert sorted(got["group_id"].unique().to_list()) == ids[:2]
         assert got.height == progress.filter(pl.col("group_id").is_in(ids[:2])).height
         assert staging.relation("target_progress", only=[-1]) is None
+
+
+def test_fixed_groups_stage_their_window_columns_once_per_period(seeded: Workspace,
+                                                                 tmp_path: Path) -> None:
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        result = score(runs.read_sources(con), groups, AS_OF, seeded.config)
+        _, merged = staged(con, [result], groups, tmp_path / "stage")
+    fixed = {g.group_id for g in groups if g.evaluation_type is EvaluationType.FIXED}
+    others = {g.group_id for g in groups} - fixed
+    files = [pl.read_parquet(f) for table in ("target_progress", "period_achievements")
+             for f in (tmp_path / "stage" / table).glob("*.parquet")]
+    lean = {f["group_id"][0] for f in files if "ref_code" not in f.columns}
+    full = {f["group_id"][0] for f in files if "ref_code" in f.columns}
+    assert lean and lean <= fixed  # FIXED groups: no window columns in their files...
+    assert full and full <= others  # ...the others (per-customer windows) keep them
+    for table in ("target_progress", "period_achievements"):  # ...and read back whole
+        frame = result.tables[table]
+        got = like(merged[table], frame)
+        assert got.filter(pl.col("group_id").is_in(list(fixed)))["window_end"].null_count() == 0
+        assert_frame_equal(got.sort(got.columns, nulls_last=True),
+                           frame.sort(frame.columns, nulls_last=True), check_exact=True)
 
 
 def test_a_group_failing_in_one_part_fails_everywhere(seeded: Workspace, tmp_path: Path) -> None:
