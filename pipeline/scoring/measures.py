@@ -96,7 +96,7 @@ def _block_extremes(c: pl.DataFrame, window_type: str, days: int) -> pl.DataFram
     run, opens = running
     prev = pl.when(~opens).then(run.shift(1))
     contrib = pl.when(run.is_null()).then(0).when(prev.is_null()).then(run).otherwise(run - prev)
-    return c.select(*_order_of(c), _from_units(contrib).alias("_contrib"))
+    return c.select(*_order_of(c), from_units(contrib).alias("_contrib"))
 
 
 def _running_extremes(c: pl.DataFrame, largest: bool) -> tuple[pl.Expr, pl.Expr] | None:
@@ -124,7 +124,7 @@ def _running_extremes(c: pl.DataFrame, largest: bool) -> tuple[pl.Expr, pl.Expr]
     return run, opens
 
 
-def _from_units(units: pl.Expr) -> pl.Expr:
+def from_units(units: pl.Expr) -> pl.Expr:
     """Int128 counts of 10^-4 back to the exact Decimal they count."""
     return units.cast(pl.Decimal(38, 0)) * pl.lit(Decimal(1).scaleb(-DEC.scale), dtype=DEC)
 
