@@ -213,6 +213,9 @@ def test_period_agnostic_return_of_an_unknown_bill_is_parentless_of_an_uncounted
     "values, expected",
     [
         pytest.param(("100", "200"), [D("100"), D("200"), D("200")], id="last default repeats"),
+        pytest.param(("5", "5", "5", "5"), [D("5"), D("5"), D("5")], id="one value repeated"),
+        pytest.param(("3", "1.5", "9", "4"), [D("3"), D("1.5"), D("9")], id="one per window"),
+        pytest.param(("7",), [D("7"), D("7"), D("7")], id="a single default"),
     ],
 )
 def test_default_values_last_one_repeats(values, expected):

@@ -116,13 +116,17 @@ def attach_target_values(
 
 
 def default_values(target: Target) -> pl.Expr:
-    """`defaultValues[k-1]`, the last one repeating (SPEC §5)."""
+    """`defaultValues[k-1]`, the last one repeating (SPEC §5).
+
+    One literal when every value is the same (a programme often repeats one value for each of
+    its 12 periods), else one gather by window number: a chain of `when(_win == k)` took a pass
+    over every customer's windows per value."""
     values = target.default_values
     if not values:
         return pl.lit(None, dtype=DEC)
-    expr = pl.lit(str(values[-1])).cast(DEC)
-    for k in range(len(values) - 1, 0, -1):
-        expr = (
-            pl.when(pl.col("_win") == k).then(pl.lit(str(values[k - 1])).cast(DEC)).otherwise(expr)
-        )
-    return expr
+    if len(set(values)) == 1:
+        return pl.lit(str(values[0])).cast(DEC)
+    n = len(values)
+    win = pl.col("_win").cast(pl.Int64)
+    at = pl.when((win >= 1) & (win <= n)).then(win - 1).otherwise(n - 1)
+    return pl.lit(pl.Series([str(v) for v in values]).cast(DEC)).gather(at)
