@@ -58,6 +58,23 @@ def test_sort_records_repairs_ties_in_a_frame_already_in_packed_order() -> None:
     assert got.select(measures.ORDER).equals(frame.sort(measures.ORDER).select(measures.ORDER))
 
 
+@pytest.mark.parametrize("seed", [5, 6])
+def test_sort_records_orders_tied_blocks_that_came_out_of_record_key_order(seed: int) -> None:
+    """Tied rows keep their input order when it is already the record keys' (a bill's lines
+    in line order); the blocks that are not, and those with a null key, are sorted."""
+    frame = _records(400, seed).sort(measures.ORDER)
+    swapped = frame.with_columns(  # every 7th row swaps record keys with the row after it
+        pl.when(pl.int_range(pl.len()) % 7 == 0).then(pl.col("_k1").shift(-1))
+        .when(pl.int_range(pl.len()) % 7 == 1).then(pl.col("_k1").shift(1))
+        .otherwise(pl.col("_k1")).fill_null("T0").alias("_k1"),
+    ).with_columns(
+        pl.when(pl.int_range(pl.len()) % 23 == 0).then(None).otherwise(pl.col("_k1")).alias("_k1")
+    )
+    for given in (frame, swapped, swapped.reverse()):
+        got = measures.sort_records(given)
+        assert got.select(measures.ORDER).equals(given.sort(measures.ORDER).select(measures.ORDER))
+
+
 def test_sort_records_small_frames() -> None:
     empty = _records(0, 1)
     assert measures.sort_records(empty).height == 0
