@@ -8,6 +8,8 @@ record still unassigned.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import polars as pl
 
 from pipeline.definitions.model import Target, TargetEntity, TargetType
@@ -146,9 +148,7 @@ def score_agnostic(ctx: GroupContext, trace: list[pl.DataFrame] | None = None) -
         opened = remaining.lazy().filter(_by_customer(pl.col("_regular").cast(pl.Int32)) > 0)
         if by_cycle_only:
             # No enrolment rows: the cycle's target is its default value, the same for all.
-            value = pl.DataFrame({"_win": [k]}, schema={"_win": pl.Int32})
-            value = value.select(enrolment.default_values(target).cast(DEC)).item()
-            cur = opened.with_columns(pl.lit(value, dtype=DEC).alias("target_value"))
+            cur = opened.with_columns(pl.lit(_goal(target, k), dtype=DEC).alias("target_value"))
         else:
             custs = opened.select("_cust").unique().collect()
             tv = _cycle_targets(ctx, custs, k)
@@ -258,9 +258,7 @@ def _cycles_by_search(
     for k in range(1, ctx.group.max_cycles + 1):
         if at.len() == 0:
             break
-        goal = pl.DataFrame({"_win": [k]}, schema={"_win": pl.Int32}).select(
-            enrolment.default_values(target).cast(DEC)
-        ).item()
+        goal = _goal(target, k)
         # What the cycle holds at row j is S[j] - base.
         opening = _units(one) if first_of is not None else step.gather(at)
         base = total.gather(at) - opening
@@ -288,6 +286,12 @@ def _cycles_by_search(
         going = (closes < last).fill_null(False)
         at, last, who = (closes + 1).filter(going), last.filter(going), who.filter(going)
     return cycles
+
+
+def _goal(target: Target, k: int) -> Decimal | None:
+    """Cycle k's target when it is the default value, the same for every customer."""
+    frame = pl.DataFrame({"_win": [k]}, schema={"_win": pl.Int32})
+    return frame.select(enrolment.default_values(target).cast(DEC)).item()
 
 
 def _units(value: int) -> pl.Series:
