@@ -19,7 +19,6 @@ from __future__ import annotations
 import shutil
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -210,11 +209,8 @@ def _ids(ids: Sequence[int]) -> str:
 
 
 def _literal(value: object) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, datetime):
-        return quote_literal(value.isoformat(sep=" "))
-    return quote_literal(value)
+    """NULL, or the value as text (a time as `2025-01-31 23:59:59.999999`, which DuckDB casts)."""
+    return "NULL" if value is None else quote_literal(value)
 
 
 def _scan(files: Sequence[Path]) -> str:

@@ -587,6 +587,12 @@ def staged(con: Any, parts: list[ScoreResult], groups: list[Any],
     return staging, out
 
 
+def assert_same_rows(got: pl.DataFrame, expected: pl.DataFrame) -> None:
+    """The same rows, exactly, in any order."""
+    assert_frame_equal(got.sort(got.columns, nulls_last=True),
+                       expected.sort(expected.columns, nulls_last=True), check_exact=True)
+
+
 def like(frame: pl.DataFrame, expected: pl.DataFrame) -> pl.DataFrame:
     """`frame` with `expected`'s columns and types (Parquet and DuckDB widen some types)."""
     return frame.select(expected.columns).cast(dict(expected.schema))
@@ -606,8 +612,7 @@ def test_staged_shards_equal_scoring_everyone_at_once(seeded: Workspace, tmp_pat
     for name, frame in [*whole.tables.items(), (EARNED, earned)]:
         got = like(merged[name], frame)
         assert frame.height, f"{name} is empty: the programme does not exercise it"
-        assert_frame_equal(got.sort(got.columns, nulls_last=True),
-                           frame.sort(frame.columns, nulls_last=True), check_exact=True)
+        assert_same_rows(got, frame)
     # A leaderboard is ranked across shards: concatenated shard boards would repeat ranks.
     boards = pl.concat([p.tables["leaderboard"] for p in parts if p.tables["leaderboard"].height])
     assert boards.select(pl.struct("period_index", "rank").is_duplicated().any()).item()
@@ -650,8 +655,7 @@ def test_fixed_groups_stage_their_window_columns_once_per_period(seeded: Workspa
         frame = result.tables[table]
         got = like(merged[table], frame)
         assert got.filter(pl.col("group_id").is_in(list(fixed)))["window_end"].null_count() == 0
-        assert_frame_equal(got.sort(got.columns, nulls_last=True),
-                           frame.sort(frame.columns, nulls_last=True), check_exact=True)
+        assert_same_rows(got, frame)
 
 
 def test_a_group_failing_in_one_part_fails_everywhere(seeded: Workspace, tmp_path: Path) -> None:

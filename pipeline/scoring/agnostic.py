@@ -263,7 +263,7 @@ def _cycles_by_search(
         opening = _units(one) if first_of is not None else step.gather(at)
         base = total.gather(at) - opening
         if goal is None:
-            closes = pl.Series([None] * at.len(), dtype=pl.Int64)
+            closes = pl.repeat(None, at.len(), dtype=pl.Int64, eager=True)
         else:
             need = base + _units(int(goal.scaleb(DEC.scale)))
             found = total.search_sorted(need, side="left").cast(pl.Int64)
