@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal as D
 
 import polars as pl
@@ -229,3 +229,77 @@ def test_default_values_last_one_repeats(values, expected):
     )
     res = run([g], "2024-01-03", transactions=[txn("a", 1, "2024-01-01T10:00:00", "1")])
     assert res.tables["target_progress"].sort("period_index")["target_value"].to_list() == expected
+
+
+# --- records outside the group's dates are cut early (records.record_span) ----------------
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago", "UTC"])
+def test_short_campaign_counts_records_at_its_local_edges_in_any_zone(zone):
+    """A two-day campaign in a year of records: the early cut by UTC instant must not lose
+    a record inside the campaign's local days, even 14 hours from UTC."""
+    from zoneinfo import ZoneInfo
+
+    def local(text: str) -> datetime:
+        return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+
+    g = group(
+        targets=(target(1, "spend", values=("1000",)),),
+        periods=periods(("2024-06-10", "2024-06-10", None), ("2024-06-11", "2024-06-11", None)),
+        time_zone=zone,
+    )
+    data = [
+        txn("before", 1, "2024-01-01T00:00:00", "1"),
+        txn("eve", 1, "2024-06-09T23:59:00", "2"),  # local: the day before
+        txn("first", 1, "2024-06-10T00:01:00", "4"),
+        txn("last", 1, "2024-06-11T23:59:00", "8"),
+        txn("after", 1, "2024-06-12T00:01:00", "16"),
+        txn("later", 1, "2024-12-01T12:00:00", "32"),
+    ]
+    for row in data:
+        row["txn_time"] = local(row["txn_time"].replace(tzinfo=None).isoformat())
+    res = run([g], "2024-12-31", transactions=data)
+    assert rows(res.tables["target_progress"], "period_index", "value") == [
+        (1, D("4")),
+        (2, D("8")),
+    ]
+
+
+def test_a_return_before_a_campaign_still_reaches_it_in_carry_mode():
+    """Only regular records are cut by the group's dates: in carry mode a parentless return
+    dated before the first window reduces that window (SPEC §13)."""
+    g = group(
+        targets=(target(1, "spend", values=("100",)),),
+        periods=periods(("2024-06-10", "2024-06-16", "W1")),
+    )
+    data = [
+        ret("r", 1, "2024-03-01T10:00:00", "30"),
+        txn("old", 1, "2024-03-01T09:00:00", "500"),  # outside every window
+        txn("a", 1, "2024-06-12T10:00:00", "120"),
+    ]
+    res = run([g], "2024-06-30", Config(returns_mode="carry"), transactions=data)
+    assert rows(res.tables["target_progress"], "period_index", "value", "achieved") == [
+        (1, D("90"), False),
+    ]
+
+
+def test_record_span_pads_the_group_dates_by_a_day_and_leaves_cyclic_ends_open():
+    from pipeline.scoring.context import GroupContext
+    from pipeline.scoring.records import record_span
+
+    fixed = group(
+        targets=(target(1, "spend"),),
+        periods=periods(("2024-06-10", "2024-06-11", None), ("2024-07-01", "2024-07-02", None)),
+    )
+    ctx = GroupContext(fixed, date(2024, 6, 20), Config(), {})
+    # Only started windows: July's has not started on 20 June.
+    assert record_span(ctx) == (ts("2024-06-09T00:00:00"), ts("2024-06-13T00:00:00"))
+    cyclic = group(
+        targets=(target(1, "spend"),),
+        evaluation="CYCLIC_WINDOW",
+        start_date=date(2024, 3, 1),
+    )
+    assert record_span(GroupContext(cyclic, date(2024, 6, 20), Config(), {})) == (
+        ts("2024-02-29T00:00:00"),
+        None,
+    )

@@ -15,9 +15,17 @@ export provides raises `MissingAttributeError` so that only this group fails.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
+
 import polars as pl
 
-from pipeline.definitions.model import RETURNABLE_TYPES, Target, TargetEntity, TargetType
+from pipeline.definitions.model import (
+    RETURNABLE_TYPES,
+    EvaluationType,
+    Target,
+    TargetEntity,
+    TargetType,
+)
 from pipeline.errors import MissingAttributeError
 from pipeline.rules.compile import compile_rule, rule_columns
 from pipeline.scoring import enrolment
@@ -241,20 +249,62 @@ def _measure_attr(target: Target, attr: pl.Expr) -> pl.Expr:
     return attr
 
 
+def record_span(ctx: GroupContext) -> tuple[datetime | None, datetime | None]:
+    """UTC instants outside which no regular record of the group can count: a day wider than
+    the group's dates on each side, so that no zone's offset matters (the exact cut by local
+    date is made later, by window). None: no bound on that side.
+
+    Why: a two-week campaign over a year of exports would otherwise join, test and sort every
+    record of the year only to drop all but a twenty-sixth of them by window."""
+    g = ctx.group
+    first: date | None = g.start_date
+    last: date | None = None
+    if g.evaluation_type is EvaluationType.FIXED:
+        started = [p for p in g.periods if p.start <= ctx.as_of]
+        if started:
+            first = min(p.start for p in started)
+            last = max(p.end for p in started)
+    elif g.evaluation_type is EvaluationType.PERIOD_AGNOSTIC:
+        last = g.end_date
+    # CYCLIC: a cycle is not cut at the group's end, so only its start bounds the records.
+
+    def midnight(d: date) -> datetime:
+        return datetime.combine(d, time(0), UTC)
+
+    return (
+        None if first is None else midnight(first - timedelta(days=1)),
+        None if last is None else midnight(last + timedelta(days=2)),
+    )
+
+
+def _in_span(frame: pl.LazyFrame, ctx: GroupContext, column: str) -> pl.LazyFrame:
+    """`frame` without the rows whose time `column` is outside `record_span`."""
+    lo, hi = record_span(ctx)
+    ts = pl.col(column).cast(UTC_TS)
+    if lo is not None:
+        frame = frame.filter(ts >= pl.lit(lo).cast(UTC_TS))
+    if hi is not None:
+        frame = frame.filter(ts < pl.lit(hi).cast(UTC_TS))
+    return frame
+
+
 def regular_records(
     ctx: GroupContext, target: Target, *, passing_only: bool = False
 ) -> pl.LazyFrame:
     """The records of the target's entity that can count, with `_pass` and `_attr`.
 
-    `passing_only` lets the frame drop records whose rule fails early (the caller keeps only
-    `_pass` rows anyway): a line-item rule that reads only the line is applied before the lines
-    are joined to their bills. Without it every record is kept, as `explain` needs."""
+    `passing_only` lets the frame drop records that cannot count early (the caller keeps only
+    `_pass` rows in the group's windows anyway): records outside `record_span`, and, for a
+    line-item rule that reads only the line, lines whose rule fails, before the lines are joined
+    to their bills. Without it every record is kept, as `explain` needs."""
     entity = target.entity
     # EVENT targets on TransactionAdd / ReturnBill read the regular / return bills (SPEC §6.1).
     bill_event = (target.event_name or "").lower() if entity is TargetEntity.EVENT else ""
     if entity is TargetEntity.TRANSACTION or bill_event in ("transactionadd", "returnbill"):
         want = "RETURN" if bill_event == "returnbill" else "REGULAR"
         t = _transactions(ctx).filter(pl.col("type") == want)
+        if passing_only:
+            t = _in_span(t, ctx, "txn_time")
         if target.type is TargetType.QUANTITY:
             t = _with_line_qty(ctx, t)
         if entity is TargetEntity.EVENT:
@@ -283,7 +333,7 @@ def regular_records(
         )
     if entity is TargetEntity.LINEITEM:
         early = _line_only_rule(ctx, target) if passing_only else None
-        frame = _line_frame(ctx, "REGULAR", target, early)
+        frame = _line_frame(ctx, "REGULAR", target, early, span=passing_only)
         resolver = Resolver(
             ctx, target, frame, currentLineItem="", currentTxn=TXN, currentStore=STORE
         )
@@ -299,6 +349,8 @@ def regular_records(
         )
     if entity is TargetEntity.EVENT:
         e = ctx.source("events").filter(pl.col("event_name") == target.event_name)
+        if passing_only:
+            e = _in_span(e, ctx, "event_time")
         frame = _with_store(e, ctx, target=target)
         resolver = Resolver(ctx, target, frame, currentEvent="", currentStore=STORE)
         ext = _ext_name(target)
@@ -323,6 +375,8 @@ def regular_records(
     )
     if kind is not None:
         p = p.filter(pl.col("points_type").cast(pl.String) == kind)
+    if passing_only:
+        p = _in_span(p, ctx, "awarded_at")
     frame = _with_store(p, ctx, target=target)
     resolver = Resolver(
         ctx, target, frame, currentTxn="", currentEvent="", currentLineItem="", currentStore=STORE
@@ -339,21 +393,31 @@ def regular_records(
 
 
 def _line_frame(
-    ctx: GroupContext, txn_type: str, target: Target, lines_filter: pl.Expr | None = None
+    ctx: GroupContext,
+    txn_type: str,
+    target: Target,
+    lines_filter: pl.Expr | None = None,
+    *,
+    span: bool = False,
 ) -> pl.LazyFrame:
+    """Lines with their bills; `span`: only bills in the group's `record_span`."""
     if lines_filter is None:
         frame = ctx.derived((LINES, txn_type), lambda: _lines_with_bills(ctx, txn_type))
+        if span:  # the shared frame holds every bill: cut after
+            frame = _in_span(frame, ctx, TXN + "txn_time")
     else:
-        frame = _lines_with_bills(ctx, txn_type, lines_filter)
+        frame = _lines_with_bills(ctx, txn_type, lines_filter, span=span)
     return _with_store(frame, ctx, TXN + "store_id", target=target)
 
 
 def _lines_with_bills(
-    ctx: GroupContext, txn_type: str, lines_filter: pl.Expr | None = None
+    ctx: GroupContext, txn_type: str, lines_filter: pl.Expr | None = None, *, span: bool = False
 ) -> pl.LazyFrame:
-    """Line items of `txn_type` bills (those passing `lines_filter`), with the bill's columns
-    prefixed by ``TXN``."""
+    """Line items of `txn_type` bills (those passing `lines_filter`; with `span`, those in the
+    group's `record_span`), with the bill's columns prefixed by ``TXN``."""
     t = _transactions(ctx).filter(pl.col("type") == txn_type)
+    if span:
+        t = _in_span(t, ctx, "txn_time")
     t = t.select(pl.col(c).alias(TXN + c) for c in t.collect_schema().names())
     li = ctx.source("line_items")
     if lines_filter is not None:
