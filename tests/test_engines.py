@@ -658,6 +658,24 @@ def test_fixed_groups_stage_their_window_columns_once_per_period(seeded: Workspa
         assert_same_rows(got, frame)
 
 
+def test_one_target_groups_stage_no_period_achievements(seeded: Workspace,
+                                                       tmp_path: Path) -> None:
+    """Their windows' rows are read from their staged target_progress, and come back exactly
+    as the engine made them."""
+    with seeded.connect(read_only=True) as con:
+        groups = registry.load_groups(con, None, config=seeded.config)
+        result = score(runs.read_sources(con), groups, AS_OF, seeded.config)
+        _, merged = staged(con, [result], groups, tmp_path / "stage")
+    one = {g.group_id for g in groups if len(g.targets) == 1}
+    files = list((tmp_path / "stage" / "period_achievements").glob("*.parquet"))
+    staged_ids = {pl.read_parquet(f)["group_id"][0] for f in files}
+    expected = result.tables["period_achievements"]
+    scored_ids = set(expected["group_id"].to_list())
+    assert scored_ids & one and scored_ids - one  # the programme has both kinds
+    assert staged_ids == scored_ids - one
+    assert_same_rows(like(merged["period_achievements"], expected), expected)
+
+
 def test_a_group_failing_in_one_part_fails_everywhere(seeded: Workspace, tmp_path: Path) -> None:
     with seeded.connect(read_only=True) as con:
         groups = registry.load_groups(con, None, config=seeded.config)
