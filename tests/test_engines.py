@@ -808,3 +808,12 @@ def test_unreachable_scheduler_is_one_error_line(runner: CliRunner, seeded: Work
     last = result.output.splitlines()[-1]
     assert last.startswith("Error: cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' (")
     assert last.endswith("leave out --scheduler to start a local cluster")
+
+
+@pytest.mark.parametrize("ids, expected", [
+    ([7, 7, 7], False), ([7, 8, 7], True), ([None, 7], True), ([None, None], False), ([7], False),
+])
+def test_staging_splits_a_part_only_when_it_holds_several_groups(ids, expected) -> None:
+    from pipeline.staging import _several
+
+    assert _several(pl.Series(ids, dtype=pl.Int64)) is expected
