@@ -304,6 +304,28 @@ def test_reward_ids_stay_aligned_with_their_rows_over_many_batches() -> None:
                    for i in range(n)]
 
 
+def test_reward_ids_hash_on_one_connection_per_thread_and_threads_do_not_mix() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ids_of(first: int) -> tuple[list[str], list[str]]:
+        n = 3_000
+        frame = pl.DataFrame({
+            "kind": ["TARGET_ACHIEVED"] * n, "group_name": ["Spend"] * n, "name": ["spend"] * n,
+            "customer_id": list(range(first, first + n)), "ref_code": ["W"] * n,
+            "period_index": [1] * n,
+        })
+        got = [x for _ in range(5) for x in ledger.reward_ids(frame).to_list()]
+        want = [ledger.reward_id("TARGET_ACHIEVED", "Spend", "spend", c, "W")
+                for c in range(first, first + n)] * 5
+        return got, want
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(ids_of, [0, 10_000, 20_000, 30_000]))
+    for got, want in results:
+        assert got == want
+    assert ledger._hasher() is ledger._hasher()  # opened once in a thread
+
+
 def test_staged_rewards_keep_every_row_with_its_id() -> None:
     once = earned(("TARGET_ACHIEVED", "spend", 1, None, 1)).drop("reward_id")
     staged = ledger.identified(pl.concat([once, once]))
