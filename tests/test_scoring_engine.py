@@ -303,3 +303,40 @@ def test_record_span_pads_the_group_dates_by_a_day_and_leaves_cyclic_ends_open()
         ts("2024-02-29T00:00:00"),
         None,
     )
+
+
+def test_has_rows_reads_an_enrolments_frame_once_and_never_answers_for_another():
+    from polars.io.plugins import register_io_source
+
+    from pipeline.scoring import enrolment
+    from pipeline.scoring.context import GroupContext
+    from tests.engine_helpers import SCHEMAS
+
+    scans: list[str] = []
+
+    def enrolments(*names: str | None) -> pl.LazyFrame:
+        rows = pl.DataFrame(
+            {"group_name": list(names), "customer_id": list(range(len(names)))},
+            schema_overrides={"group_name": pl.String},
+        ).select(pl.col(c).cast(t) if c in ("group_name", "customer_id") else pl.lit(None, t)
+                 .alias(c) for c, t in SCHEMAS["enrolments"].items())
+
+        def scan(with_columns, predicate, n_rows, batch_size):
+            scans.append(names[0] or "")
+            out = rows if predicate is None else rows.filter(predicate)
+            yield out if with_columns is None else out.select(with_columns)
+
+        return register_io_source(scan, schema=rows.schema)
+
+    def has_rows(name: str, frame: pl.LazyFrame) -> bool:
+        g = group(name, targets=(target(1, "spend"),))
+        return enrolment.has_rows(GroupContext(g, date(2024, 1, 1), Config(),
+                                               {"enrolments": frame}))
+
+    first = enrolments(" Spend Club ", None)
+    assert has_rows("spend club", first) and not has_rows("Other", first)
+    assert has_rows("SPEND CLUB", first)
+    assert scans == [" Spend Club "]  # one read for three answers
+    second = enrolments("Other")
+    assert has_rows("other", second) and not has_rows("Spend Club", second)
+    assert scans == [" Spend Club ", "Other"]
