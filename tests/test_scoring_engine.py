@@ -7,6 +7,8 @@ from decimal import Decimal as D
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import Config
 from pipeline.definitions import model as m
@@ -340,3 +342,38 @@ def test_has_rows_reads_an_enrolments_frame_once_and_never_answers_for_another()
     second = enrolments("Other")
     assert has_rows("other", second) and not has_rows("Spend Club", second)
     assert scans == [" Spend Club ", "Other"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spans=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9)), min_size=1, max_size=6),
+    days=st.lists(st.one_of(st.none(), st.integers(-5, 80)), min_size=1, max_size=40),
+)
+def test_fixed_windows_take_each_record_to_the_period_holding_its_date(spans, days):
+    """The day-table lookup of `assign_fixed` against the plain rule: a record belongs to the
+    period whose first and last days hold its date; between periods and outside, to none."""
+    from datetime import timedelta
+
+    from pipeline.scoring import windows
+    from pipeline.scoring.context import GroupContext
+
+    base, spec = date(2024, 2, 20), []
+    at = 0
+    for gap, length in spans:  # periods in order, with gaps, never overlapping
+        at += gap
+        spec.append((base + timedelta(days=at), base + timedelta(days=at + length)))
+        at += length + 1
+    g = group(targets=(target(1, "spend"),), periods=periods(
+        *((s.isoformat(), e.isoformat(), None) for s, e in spec)))
+    records = pl.DataFrame(
+        {"_date": [None if d is None else base + timedelta(days=d) for d in days],
+         "_row": list(range(len(days)))},
+        schema={"_date": pl.Date, "_row": pl.Int64},
+    )
+    got = windows.assign_fixed(records.lazy(), GroupContext(g, base, Config(), {})).collect()
+    expected = [
+        (row, k) for row, d in enumerate(days) if d is not None
+        for k, (s, e) in enumerate(spec, start=1) if s <= base + timedelta(days=d) <= e
+    ]
+    assert sorted(got.select("_row", "_win").rows()) == expected
+    assert got.schema["_win"] == pl.Int32

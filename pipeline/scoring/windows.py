@@ -3,7 +3,7 @@
 Both kinds end up as a frame of windows with ``_win`` (period or cycle number), ``ref_code``,
 ``start_date``/``end_date`` (local, inclusive), ``window_start``/``window_end`` (local
 timestamps) and ``status`` as of D; and a way to put each record (``_cust``, ``_date``) into its
-window with a hash join, never a Python loop over records.
+window with a lookup or a join, never a Python loop over records.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import date
 
 import polars as pl
 
-from pipeline.definitions.model import EvaluationType
+from pipeline.definitions.model import EvaluationType, Period
 from pipeline.scoring.context import GroupContext, date_status, window_bounds
 
 
@@ -54,8 +54,41 @@ def fixed_date_map(ctx: GroupContext) -> pl.LazyFrame:
 
 
 def assign_fixed(records: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
-    """Add ``_win`` to records by their local ``_date``; records outside every period drop."""
-    return records.join(fixed_date_map(ctx), on="_date", how="inner")
+    """Add ``_win`` to records by their local ``_date``; records outside every period drop.
+
+    By a table of the period of each day from the first period's start: one gather per record.
+    Why: a hash join of the records with every day of every period cost ~3.5x as much (1.5 M
+    records: 44 against 12 ms), once per target of every FIXED group."""
+    if not ctx.group.periods:
+        return records.join(fixed_date_map(ctx), on="_date", how="inner")
+    first, table = _period_of_day(ctx.group.periods)
+    day = pl.col("_date").cast(pl.Int32) - first
+    return (
+        records.filter((day >= 0) & (day < table.len()))
+        .with_columns(pl.lit(table).gather(day).alias("_win"))
+        .filter(pl.col("_win").is_not_null())
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _period_of_day(periods: tuple[Period, ...]) -> tuple[int, pl.Series]:
+    """(first, table): ``table[d - first]`` is the number of the period holding the day whose
+    number (days since 1970-01-01) is d, null between periods (which never overlap)."""
+    first = min(p.start for p in periods)
+    days = (max(p.end for p in periods) - first).days + 1
+    spans = pl.DataFrame(
+        {
+            "_win": [p.index for p in periods],
+            "_from": [(p.start - first).days for p in periods],
+            "_to": [(p.end - first).days + 1 for p in periods],
+        },
+        schema={"_win": pl.Int32, "_from": pl.Int32, "_to": pl.Int32},
+    )
+    every = spans.select("_win", pl.int_ranges("_from", "_to").alias("_day")).explode("_day")
+    table = pl.repeat(None, days, dtype=pl.Int32, eager=True).scatter(
+        every["_day"], every["_win"]
+    )
+    return (first - date(1970, 1, 1)).days, table.rename("_win")
 
 
 @functools.cache
