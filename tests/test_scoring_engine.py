@@ -346,7 +346,7 @@ def test_has_rows_reads_an_enrolments_frame_once_and_never_answers_for_another()
 
 @settings(max_examples=60, deadline=None)
 @given(
-    spans=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9)), min_size=1, max_size=6),
+    spans=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 9)), max_size=6),
     days=st.lists(st.one_of(st.none(), st.integers(-5, 80)), min_size=1, max_size=40),
 )
 def test_fixed_windows_take_each_record_to_the_period_holding_its_date(spans, days):

@@ -44,23 +44,12 @@ def _decorate(frame: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
     )
 
 
-def fixed_date_map(ctx: GroupContext) -> pl.LazyFrame:
-    """Local date -> period number, for every day of every period (periods do not overlap)."""
-    return (
-        fixed_periods(ctx)
-        .select("_win", pl.date_ranges("start_date", "end_date").alias("_date"))
-        .explode("_date")
-    )
-
-
 def assign_fixed(records: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
     """Add ``_win`` to records by their local ``_date``; records outside every period drop.
 
     By a table of the period of each day from the first period's start: one gather per record.
     Why: a hash join of the records with every day of every period cost ~3.5x as much (1.5 M
     records: 44 against 12 ms), once per target of every FIXED group."""
-    if not ctx.group.periods:
-        return records.join(fixed_date_map(ctx), on="_date", how="inner")
     first, table = _period_of_day(ctx.group.periods)
     day = pl.col("_date").cast(pl.Int32) - first
     return (
@@ -73,9 +62,10 @@ def assign_fixed(records: pl.LazyFrame, ctx: GroupContext) -> pl.LazyFrame:
 @functools.lru_cache(maxsize=256)
 def _period_of_day(periods: tuple[Period, ...]) -> tuple[int, pl.Series]:
     """(first, table): ``table[d - first]`` is the number of the period holding the day whose
-    number (days since 1970-01-01) is d, null between periods (which never overlap)."""
-    first = min(p.start for p in periods)
-    days = (max(p.end for p in periods) - first).days + 1
+    number (days since 1970-01-01) is d, null between periods (which never overlap); empty
+    without periods."""
+    first = min((p.start for p in periods), default=date(1970, 1, 1))
+    days = (max(p.end for p in periods) - first).days + 1 if periods else 0
     spans = pl.DataFrame(
         {
             "_win": [p.index for p in periods],
